@@ -1,0 +1,92 @@
+"""PostgreSQL helpers: pool creation and numbered SQL migrations."""
+
+from __future__ import annotations
+
+import json
+import logging
+from importlib import resources
+from pathlib import Path
+from typing import TypeAlias
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+logger = logging.getLogger(__name__)
+
+Conn: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
+"""A connection, whether taken directly or from a pool."""
+
+MIGRATIONS_LOCK_ID = 7_240_311
+COMMON_MIGRATIONS = resources.files("paht_common") / "migrations"
+
+_CREATE_LEDGER = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    name text PRIMARY KEY,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)
+"""
+
+
+async def _init_connection(conn: Conn) -> None:
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+    await conn.set_type_codec("json", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+    """Pool whose connections decode json/jsonb to Python values; close() is the caller's."""
+    pool = await asyncpg.create_pool(
+        dsn, min_size=min_size, max_size=max_size, init=_init_connection, command_timeout=30
+    )
+    assert pool is not None
+    return pool
+
+
+def _migration_files(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.iterdir() if p.suffix == ".sql")
+
+
+async def apply_migrations(conn: Conn, service_dir: Path) -> list[str]:
+    """Apply common then service migrations not yet applied, under an advisory lock.
+
+    Each file runs in its own transaction together with its ledger row. Returns the
+    names applied now.
+    """
+    applied_now: list[str] = []
+    await conn.execute("SELECT pg_advisory_lock($1)", MIGRATIONS_LOCK_ID)
+    try:
+        await conn.execute(_CREATE_LEDGER)
+        done = {r["name"] for r in await conn.fetch("SELECT name FROM schema_migrations")}
+        common_dir = Path(str(COMMON_MIGRATIONS))
+        batches = [("common", common_dir), ("service", service_dir)]
+        for label, directory in batches:
+            for path in _migration_files(directory):
+                name = f"{label}/{path.name}"
+                if name in done:
+                    continue
+                async with conn.transaction():
+                    await conn.execute(path.read_text(encoding="utf-8"))
+                    await conn.execute("INSERT INTO schema_migrations (name) VALUES ($1)", name)
+                logger.info("applied migration %s", name)
+                applied_now.append(name)
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATIONS_LOCK_ID)
+    return applied_now
+
+
+async def ensure_database(admin_dsn: str, name: str) -> None:
+    """Create database ``name`` if it does not exist (name must be a plain identifier)."""
+    if not name.replace("_", "").isalnum():
+        raise ValueError(f"invalid database name {name!r}")
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
+        if not exists:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+
+
+def with_database(dsn: str, name: str) -> str:
+    """The same DSN pointing at another database."""
+    base, _, _ = dsn.rpartition("/")
+    return f"{base}/{name}"

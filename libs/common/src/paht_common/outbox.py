@@ -1,0 +1,144 @@
+"""Transactional outbox: write events with the state change, relay them to Kafka.
+
+``add_to_outbox`` runs inside the caller's transaction and never commits. ``OutboxRelay`` is
+the only code that produces to Kafka: it claims unpublished rows with
+``FOR UPDATE SKIP LOCKED``, sends them with an idempotent producer, waits for the broker's
+acknowledgement and only then marks them published, in the same transaction. A crash in
+between re-sends the rows; consumers drop the duplicates through their inbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+
+from paht_common.db import Conn
+from paht_common.events import Envelope
+from paht_common.kafka import encode
+from paht_common.metrics import OUTBOX_AGE, OUTBOX_BACKLOG, OUTBOX_FAILURES, OUTBOX_PUBLISHED
+
+logger = logging.getLogger(__name__)
+
+INSERT_OUTBOX = """
+INSERT INTO outbox (event_id, topic, key, value, headers)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (event_id) DO NOTHING
+"""
+
+CLAIM_BATCH = """
+SELECT id, topic, key, value, headers
+FROM outbox
+WHERE published_at IS NULL
+ORDER BY id
+LIMIT $1
+FOR UPDATE SKIP LOCKED
+"""
+
+MARK_PUBLISHED = "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])"
+
+BACKLOG = """
+SELECT count(*) AS n, coalesce(extract(epoch FROM now() - min(created_at)), 0) AS age
+FROM outbox WHERE published_at IS NULL
+"""
+
+PURGE_PUBLISHED = """
+DELETE FROM outbox WHERE published_at < now() - make_interval(secs => $1)
+"""
+
+
+async def add_to_outbox(conn: Conn, topic: str, envelope: Envelope[Any]) -> None:
+    """Queue an event for ``topic``; call inside the caller's transaction."""
+    message = encode(envelope)
+    key = message.key.encode() if isinstance(message.key, str) else message.key
+    headers = {name: value.decode() for name, value in message.headers.items()}
+    await conn.execute(INSERT_OUTBOX, envelope.event_id, topic, key, message.value, headers)
+
+
+class OutboxRelay:
+    """Relays outbox rows to Kafka; run() until cancelled."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        producer: AIOKafkaProducer,
+        *,
+        service: str,
+        batch_size: int = 200,
+        poll_interval: float = 1.0,
+        retention_seconds: float = 3600.0,
+    ) -> None:
+        self._pool = pool
+        self._producer = producer
+        self._service = service
+        self._batch_size = batch_size
+        self._poll_interval = poll_interval
+        self._retention = retention_seconds
+        self._wake = asyncio.Event()
+
+    def _on_notify(self, *_: object) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Relay forever: wake on NOTIFY, or every poll interval as a fallback."""
+        listener = await self._pool.acquire()
+        try:
+            await listener.add_listener("outbox", self._on_notify)
+            cycles = 0
+            while True:
+                try:
+                    sent = await self.relay_once()
+                except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+                    OUTBOX_FAILURES.labels(self._service, type(exc).__name__).inc()
+                    logger.warning("outbox relay failed: %s", exc)
+                    sent = 0
+                    await asyncio.sleep(self._poll_interval)
+                except Exception as exc:  # Kafka errors: keep the rows, try again
+                    OUTBOX_FAILURES.labels(self._service, type(exc).__name__).inc()
+                    logger.warning("outbox relay failed: %s", exc)
+                    sent = 0
+                    await asyncio.sleep(self._poll_interval)
+                cycles += 1
+                if cycles % 50 == 0:
+                    await self._observe_and_purge()
+                if sent >= self._batch_size:
+                    continue
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._poll_interval)
+        finally:
+            with contextlib.suppress(Exception):
+                await listener.remove_listener("outbox", self._on_notify)
+            await self._pool.release(listener)
+
+    async def relay_once(self) -> int:
+        """Publish one batch; returns how many rows were published."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(CLAIM_BATCH, self._batch_size)
+            if not rows:
+                return 0
+            futures = []
+            for row in rows:
+                headers = [(k, v.encode()) for k, v in row["headers"].items()]
+                futures.append(
+                    await self._producer.send(
+                        row["topic"], value=row["value"], key=row["key"], headers=headers
+                    )
+                )
+            await asyncio.gather(*futures)
+            await conn.execute(MARK_PUBLISHED, [row["id"] for row in rows])
+        for row in rows:
+            OUTBOX_PUBLISHED.labels(self._service, row["topic"]).inc()
+        return len(rows)
+
+    async def _observe_and_purge(self) -> None:
+        async with self._pool.acquire() as conn:
+            stats = await conn.fetchrow(BACKLOG)
+            if stats is not None:
+                OUTBOX_BACKLOG.labels(self._service).set(stats["n"])
+                OUTBOX_AGE.labels(self._service).set(float(stats["age"]))
+            await conn.execute(PURGE_PUBLISHED, self._retention)

@@ -1,0 +1,54 @@
+"""Settings base shared by every service: each service subclasses it with its own env_prefix."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import AliasChoices, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_SECRET_MARKERS = ("dev-only", "changeme", "change-me", "insecure")
+
+
+class BaseServiceSettings(BaseSettings):
+    """Connection and runtime settings every service needs.
+
+    Values are read from environment variables with the subclass's prefix, e.g.
+    ``ROUTING_DATABASE_URL``. ``PAHT_ENV`` (no prefix) selects the environment.
+    """
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    env: Literal["development", "test", "production"] = Field(
+        "development", validation_alias=AliasChoices("PAHT_ENV")
+    )
+    database_url: str = "postgresql://postgres@127.0.0.1:5433/postgres"
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    log_level: str = "INFO"
+    province_code: str = "bn"
+    """Short code of the province (tenant) used in CloudEvents types and report numbers."""
+    db_pool_min: int = 1
+    db_pool_max: int = 10
+    consumer_session_timeout_ms: int = 10_000
+    consumer_heartbeat_interval_ms: int = 1_000
+    fetch_max_wait_ms: int = 50
+
+    def secret_fields(self) -> dict[str, str]:
+        """Secrets to check for development placeholders; subclasses extend it."""
+        return {}
+
+    @model_validator(mode="after")
+    def _refuse_dev_secrets_in_production(self) -> BaseServiceSettings:
+        if self.env != "production":
+            return self
+        for name, value in self.secret_fields().items():
+            if not value or any(marker in value.lower() for marker in DEV_SECRET_MARKERS):
+                raise ValueError(f"{name} uses a development default; set a real secret")
+        return self
+
+
+def env_setting(prefix: str) -> SettingsConfigDict:
+    """Config dict for a service settings class reading ``<PREFIX>_*`` variables."""
+    return SettingsConfigDict(env_prefix=prefix, extra="ignore", frozen=True)
