@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Annotated
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
-from fastapi import APIRouter, Response
+from asyncpg.pool import PoolConnectionProxy
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -58,3 +60,18 @@ def ops_router(checks: dict[str, ReadinessCheck]) -> APIRouter:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return router
+
+
+if TYPE_CHECKING:
+    PooledConnection = PoolConnectionProxy[asyncpg.Record]
+else:
+    PooledConnection = PoolConnectionProxy
+
+
+async def _pooled_connection(request: Request) -> AsyncIterator[PooledConnection]:
+    async with request.app.state.runtime.pool.acquire() as conn:
+        yield conn
+
+
+DbConn = Annotated[PooledConnection, Depends(_pooled_connection)]
+"""Route parameter type: a connection from the service runtime's pool for the request."""
