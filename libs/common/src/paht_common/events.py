@@ -100,6 +100,8 @@ class SlaClocksChanged(Payload):
 
     NAME: ClassVar[str] = "sla.clocks_changed"
 
+    trigger: str
+    """What caused the recomputation: routed, acknowledged, resolved, paused, resumed, …"""
     number: str
     agency_id: str | None
     category: str
