@@ -62,7 +62,7 @@ class ReportTransitioned(Payload):
     actor_role: str
     agency_id: str | None
     reason: str | None = None
-    details: dict[str, str | int | float | bool | None] = Field(default_factory=dict)
+    details: dict[str, str | int | float | bool | None | list[str]] = Field(default_factory=dict)
     at: AwareDatetime
 
 

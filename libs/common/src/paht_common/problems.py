@@ -17,9 +17,17 @@ class Problem(Exception):
     """An error answered as problem+json with the given status."""
 
     def __init__(
-        self, status: int, title: str, detail: str = "", *, type_: str = "about:blank", **extra: Any
+        self,
+        status: int,
+        title: str,
+        detail: str = "",
+        *,
+        type_: str = "about:blank",
+        headers: dict[str, str] | None = None,
+        **extra: Any,
     ) -> None:
         super().__init__(detail or title)
+        self.headers = headers
         self.status = status
         self.title = title
         self.detail = detail
@@ -74,7 +82,9 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Problem)
     async def on_problem(_: Request, exc: Problem) -> JSONResponse:
-        return problem_response(exc.status, exc.title, exc.detail, type_=exc.type, **exc.extra)
+        return problem_response(
+            exc.status, exc.title, exc.detail, type_=exc.type, headers=exc.headers, **exc.extra
+        )
 
 
 def _title(status: int) -> str:

@@ -3,8 +3,6 @@
 Run: ``python -m routing`` (serves on ROUTING_HTTP_PORT, runs the faust worker in-process).
 """
 
-from __future__ import annotations
-
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager

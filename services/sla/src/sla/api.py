@@ -3,8 +3,6 @@
 Run: ``python -m sla`` (serves on SLA_HTTP_PORT; runs the faust worker and the scanner).
 """
 
-from __future__ import annotations
-
 import base64
 import hmac
 import json

@@ -1,0 +1,110 @@
+"""``python -m intake [serve|migrate|seed|create-api-key|revoke-api-key|issue-token]``.
+
+python -m intake create-api-key --app hue-s --scopes reports:write reports:read
+python -m intake revoke-api-key KEY_ID
+python -m intake issue-token --role coordinator --sub alice          # development only
+python -m intake issue-token --role officer --sub bob --agency ubnd-07627
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import uuid
+
+from paht_common.cli import service_main
+from paht_common.runtime import connect_with_retry, migrate
+
+from intake import repository
+from intake.api import MIGRATIONS, build_app
+from intake.auth import dev_key_pair, hash_key, issue_token, new_api_key
+from intake.seed import seed
+from intake.settings import IntakeSettings
+
+
+async def _create_key(settings: IntakeSettings, app: str, scopes: list[str], rate: int) -> str:
+    await migrate(settings, MIGRATIONS)
+    key = new_api_key()
+    pool = await connect_with_retry(settings)
+    try:
+        async with pool.acquire() as conn:
+            key_id = uuid.uuid4()
+            await repository.insert_key(
+                conn,
+                key_id=key_id,
+                app_id=app,
+                key_hash=hash_key(key),
+                scopes=scopes,
+                rate_per_minute=rate,
+            )
+    finally:
+        await pool.close()
+    return f"key_id={key_id}\napi_key={key}\n"
+
+
+async def _revoke_key(settings: IntakeSettings, key_id: uuid.UUID) -> bool:
+    pool = await connect_with_retry(settings)
+    try:
+        async with pool.acquire() as conn:
+            return await repository.revoke_key(conn, key_id=key_id)
+    finally:
+        await pool.close()
+
+
+def admin(settings: IntakeSettings, argv: list[str]) -> int:
+    """The admin commands; returns the exit code."""
+    parser = argparse.ArgumentParser(prog="python -m intake")
+    sub = parser.add_subparsers(dest="command", required=True)
+    create = sub.add_parser("create-api-key")
+    create.add_argument("--app", required=True)
+    create.add_argument("--scopes", nargs="+", default=["reports:write", "reports:read"])
+    create.add_argument("--rate", type=int, default=600)
+    revoke = sub.add_parser("revoke-api-key")
+    revoke.add_argument("key_id", type=uuid.UUID)
+    token = sub.add_parser("issue-token")
+    token.add_argument(
+        "--role", required=True, choices=["coordinator", "officer", "leader", "supervisor"]
+    )
+    token.add_argument("--sub", required=True)
+    token.add_argument("--agency")
+    token.add_argument("--ttl", type=int, default=8 * 3600)
+    args = parser.parse_args(argv)
+    if args.command == "create-api-key":
+        sys.stdout.write(asyncio.run(_create_key(settings, args.app, args.scopes, args.rate)))
+        return 0
+    if args.command == "revoke-api-key":
+        return 0 if asyncio.run(_revoke_key(settings, args.key_id)) else 1
+    if settings.env == "production":
+        sys.stderr.write("issue-token uses the development key and is disabled in production\n")
+        return 2
+    private, _ = dev_key_pair(settings.jwt_dev_key_dir)
+    sys.stdout.write(
+        issue_token(
+            private,
+            subject=args.sub,
+            role=args.role,
+            agency_id=args.agency,
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+            ttl_seconds=args.ttl,
+        )
+        + "\n"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    settings = IntakeSettings()
+    command = sys.argv[1] if len(sys.argv) > 1 else "serve"
+    if command in {"create-api-key", "revoke-api-key", "issue-token"}:
+        sys.exit(admin(settings, sys.argv[1:]))
+    sys.exit(
+        service_main(
+            service="intake",
+            settings=settings,
+            build_app=lambda: build_app(settings),
+            migrations=MIGRATIONS,
+            seed=seed,
+        )
+    )

@@ -1,0 +1,444 @@
+"""HTTP API and composition root of the intake service.
+
+Run: ``python -m intake`` (serves on INTAKE_HTTP_PORT). Upstream apps authenticate with
+``X-API-Key``; staff with ``Authorization: Bearer <JWT>``.
+"""
+
+import base64
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Body, Depends, FastAPI, Header, Query, Request, Response
+from fastapi.responses import JSONResponse
+from paht_common.clock import SystemClock, to_local_iso
+from paht_common.db import Conn
+from paht_common.events import Envelope, Payload
+from paht_common.http import DbConn, ops_router
+from paht_common.problems import Problem, install_problem_handlers, problem_response
+from paht_common.runtime import Runtime
+from paht_common.topics import ROUTING_EVENTS, SLA_EVENTS
+from pydantic import AwareDatetime, ValidationError
+from starlette.routing import Match
+
+from intake import repository
+from intake.auth import App, AuthError, JwtVerifier, RateLimiter, Staff, hash_key
+from intake.domain import (
+    ACTION_ADAPTER,
+    STATE_LABELS_VI,
+    Action,
+    Forbidden,
+    IllegalTransition,
+    Role,
+    RuleViolation,
+    State,
+    allowed_actions,
+    fold_diacritics,
+)
+from intake.handlers import (
+    IdempotencyConflict,
+    InputError,
+    IntakeContext,
+    apply_action,
+    handle_external_event,
+    snapshot_of,
+    submit_report,
+)
+from intake.metrics import HTTP_REQUESTS, HTTP_SECONDS
+from intake.open311 import open311_router
+from intake.reference import province_communes, staff_verifier
+from intake.schemas import Accepted, ReportIn
+from intake.settings import IntakeSettings
+
+MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
+CONSUMER = "intake"
+
+
+def iso(value: datetime | None) -> str | None:
+    """+07:00 rendering of an optional instant."""
+    return to_local_iso(value) if value is not None else None
+
+
+def report_view(
+    report: dict[str, Any], *, role: Role | None, reporter: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """A report as the caller may see it: public callers get published content only."""
+    state = State(report["state"])
+    view: dict[str, Any] = {
+        "id": str(report["id"]),
+        "number": report["number"],
+        "category": report["category"],
+        "status": state.value,
+        "status_label": STATE_LABELS_VI[state],
+        "location": {
+            "commune_code": report["commune_code"],
+            "lat": report["lat"],
+            "lon": report["lon"],
+            "address": report["address"],
+        },
+        "channel": report["channel"],
+        "urgency": report["urgency"],
+        "agency": (
+            {"id": report["agency_id"], "name": report["agency_name"]}
+            if report["agency_id"]
+            else None
+        ),
+        "deadlines": {
+            "screening_due_at": iso(report["screening_due_at"]),
+            "acknowledgement_due_at": iso(report["acknowledgement_due_at"]),
+            "resolution_due_at": iso(report["resolution_due_at"]),
+        },
+        "overdue": report["overdue"],
+        "submitted_at": iso(report["submitted_at"]),
+        "updated_at": iso(report["updated_at"]),
+    }
+    published = state in (State.PUBLISHED, State.RATED, State.CLOSED)
+    if role is None:
+        view["description"] = report["description"] if report["public"] else None
+        view["response"] = report["response_text"] if published and report["public"] else None
+        return view
+    view.update(
+        {
+            "description": report["description"],
+            "response": report["response_text"],
+            "media_urls": list(report["media_urls"]),
+            "flags": list(report["flags"]),
+            "possible_duplicates": [str(d) for d in report["possible_duplicates"]],
+            "duplicate_of": str(report["duplicate_of"]) if report["duplicate_of"] else None,
+            "rating": report["rating"],
+            "reopen_count": report["reopen_count"],
+            "extension_count": report["extension_count"],
+            "waiting_for_reporter": report["waiting_for_reporter"],
+            "client_report_id": report["client_report_id"],
+            "source_app": report["source_app"],
+        }
+    )
+    if role is Role.COORDINATOR and reporter is not None:
+        view["reporter"] = reporter
+    return view
+
+
+def _accepted(report: dict[str, Any]) -> Accepted:
+    state = State(report["state"])
+    rid = str(report["id"])
+    return Accepted(
+        id=rid,
+        number=report["number"],
+        status=state.value,
+        status_label=STATE_LABELS_VI[state],
+        submitted_at=to_local_iso(report["submitted_at"]),
+        links={"self": f"/v1/reports/{rid}", "timeline": f"/v1/reports/{rid}/timeline"},
+    )
+
+
+def _encode_cursor(report: dict[str, Any]) -> str:
+    raw = json.dumps([report["submitted_at"].isoformat(), str(report["id"])])
+    return base64.urlsafe_b64encode(raw.encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        at, rid = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        return datetime.fromisoformat(at), uuid.UUID(rid)
+    except (ValueError, TypeError) as exc:
+        raise Problem(
+            400, "Invalid cursor", "cursor is not one this API issued", field="cursor"
+        ) from exc
+
+
+def build_app(settings: IntakeSettings | None = None) -> FastAPI:
+    """The FastAPI app whose lifespan opens the runtime and the event consumer."""
+    settings = settings or IntakeSettings()
+    clock = SystemClock()
+    ctx = IntakeContext(settings=settings, clock=clock, communes=province_communes(settings))
+    verifier: JwtVerifier = staff_verifier(settings)
+    limiter = RateLimiter()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with Runtime(service="intake", settings=settings, migrations=MIGRATIONS) as rt:
+
+            async def handle(conn: Conn, envelope: Envelope[Payload]) -> None:
+                await handle_external_event(conn, envelope, ctx=ctx)
+
+            await rt.start_consumer(CONSUMER, (ROUTING_EVENTS, SLA_EVENTS), handle)
+            app.state.runtime = rt
+            app.include_router(ops_router(rt.checks()))
+            yield
+
+    app = FastAPI(
+        title="PAHT intake",
+        version="1.0.0",
+        description="Field reports from upstream apps; staff actions; Open311 GeoReport v2.",
+        lifespan=lifespan,
+    )
+    install_problem_handlers(app)
+
+    @app.exception_handler(AuthError)
+    async def on_auth(_: Request, exc: AuthError) -> JSONResponse:
+        title = "Unauthorized" if exc.status == 401 else "Forbidden"
+        return problem_response(exc.status, title, exc.detail, field=exc.field)
+
+    @app.exception_handler(InputError)
+    async def on_input(_: Request, exc: InputError) -> JSONResponse:
+        return problem_response(
+            exc.status,
+            "Invalid report",
+            f"{exc.field}: {exc.message}",
+            errors=[{"field": exc.field, "message": exc.message}],
+        )
+
+    @app.middleware("http")
+    async def limits_and_metrics(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        started = time.perf_counter()
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > settings.max_body_bytes):
+            response: Response = problem_response(
+                413,
+                "Payload too large",
+                f"the body may be at most {settings.max_body_bytes} bytes",
+                field="body",
+            )
+        else:
+            response = await call_next(request)
+        route = "unmatched"
+        for candidate in request.app.router.routes:
+            match, _ = candidate.matches(request.scope)
+            if match is Match.FULL:
+                route = getattr(candidate, "path", "unmatched")
+                break
+        HTTP_REQUESTS.labels(request.method, route, str(response.status_code)).inc()
+        HTTP_SECONDS.labels(request.method, route).observe(time.perf_counter() - started)
+        return response
+
+    async def api_app(conn: DbConn, x_api_key: Annotated[str | None, Header()] = None) -> App:
+        if not x_api_key:
+            raise AuthError(401, "X-API-Key header is required", field="X-API-Key")
+        row = await repository.key_by_hash(conn, key_hash=hash_key(x_api_key))
+        if row is None:
+            raise AuthError(401, "unknown or revoked API key", field="X-API-Key")
+        caller = App(
+            key_id=row["id"],
+            app_id=row["app_id"],
+            scopes=frozenset(row["scopes"]),
+            rate_per_minute=row["rate_per_minute"],
+        )
+        wait = limiter.check(caller.key_id, caller.rate_per_minute)
+        if wait:
+            raise Problem(
+                429,
+                "Too many requests",
+                f"rate limit of {caller.rate_per_minute} requests per minute",
+                headers={"Retry-After": str(int(wait))},
+                field="X-API-Key",
+            )
+        return caller
+
+    async def optional_staff(
+        authorization: Annotated[str | None, Header()] = None,
+    ) -> Staff | None:
+        if authorization is None:
+            return None
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise AuthError(401, "use 'Authorization: Bearer <token>'", field="Authorization")
+        return verifier.verify(token)
+
+    async def staff(member: Annotated[Staff | None, Depends(optional_staff)]) -> Staff:
+        if member is None:
+            raise AuthError(401, "a staff token is required", field="Authorization")
+        return member
+
+    AppDep = Annotated[App, Depends(api_app)]
+    StaffDep = Annotated[Staff, Depends(staff)]
+    MaybeStaff = Annotated[Staff | None, Depends(optional_staff)]
+
+    def can_see(member: Staff, report: dict[str, Any]) -> bool:
+        if member.role in (Role.COORDINATOR, Role.SUPERVISOR):
+            return True
+        return report["agency_id"] is not None and report["agency_id"] == member.agency_id
+
+    @app.post(
+        "/v1/reports",
+        status_code=202,
+        response_model=Accepted,
+        tags=["reports"],
+        responses={
+            409: {"description": "idempotency key reused with another body"},
+            422: {"description": "invalid field (problem+json names it)"},
+        },
+    )
+    async def post_report(
+        body: ReportIn,
+        caller: AppDep,
+        conn: DbConn,
+        response: Response,
+        idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    ) -> Accepted:
+        """Accept a report; a replay (same Idempotency-Key or client_report_id) returns it."""
+        caller.require("reports:write")
+        try:
+            result = await submit_report(
+                conn, body, app_id=caller.app_id, idempotency_key=idempotency_key, ctx=ctx
+            )
+        except IdempotencyConflict as exc:
+            raise Problem(
+                409,
+                "Idempotency conflict",
+                "this idempotency key or client_report_id was used with a different body",
+                field="Idempotency-Key",
+                report_id=str(exc.report_id),
+            ) from exc
+        if not result.created:
+            response.status_code = 200
+            response.headers["Idempotent-Replayed"] = "true"
+        response.headers["Location"] = f"/v1/reports/{result.report['id']}"
+        return _accepted(result.report)
+
+    @app.get("/v1/reports/{report_id}", tags=["reports"])
+    async def get_report(report_id: uuid.UUID, conn: DbConn, member: MaybeStaff) -> dict[str, Any]:
+        """A report: public view without a token, the staff view by role with one."""
+        report = await repository.get_report(conn, report_id=report_id)
+        if report is None or (member is not None and not can_see(member, report)):
+            raise Problem(404, "Not found", f"no report {report_id}", field="report_id")
+        if member is None:
+            return report_view(report, role=None)
+        reporter = (
+            await repository.reporter(conn, report_id=report_id)
+            if member.role is Role.COORDINATOR
+            else None
+        )
+        view = report_view(report, role=member.role, reporter=reporter)
+        view["allowed_actions"] = [
+            a.value for a in allowed_actions(snapshot_of(report), member.actor())
+        ]
+        return view
+
+    @app.get("/v1/reports/{report_id}/timeline", tags=["reports"])
+    async def get_timeline(
+        report_id: uuid.UUID, conn: DbConn, member: StaffDep
+    ) -> list[dict[str, Any]]:
+        """Every transition: who, role, agency, when, from → to, why."""
+        report = await repository.get_report(conn, report_id=report_id)
+        if report is None or not can_see(member, report):
+            raise Problem(404, "Not found", f"no report {report_id}", field="report_id")
+        rows = await repository.timeline(conn, report_id=report_id)
+        for row in rows:
+            row["at"] = to_local_iso(row["at"])
+            if member.role is not Role.COORDINATOR and row["actor_role"] == "reporter":
+                row["actor_subject"] = "reporter"
+        return rows
+
+    @app.post(
+        "/v1/reports/{report_id}/actions",
+        tags=["reports"],
+        responses={409: {"description": "not allowed in the current state"}},
+    )
+    async def post_action(
+        report_id: uuid.UUID,
+        conn: DbConn,
+        member: StaffDep,
+        payload: Annotated[dict[str, Any], Body()],
+    ) -> dict[str, Any]:
+        """Perform a lifecycle action (the body's ``type`` selects it)."""
+        try:
+            action: Action = ACTION_ADAPTER.validate_python(payload)
+        except ValidationError as exc:
+            errors = [
+                {"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]}
+                for e in exc.errors()
+            ]
+            raise Problem(
+                422,
+                "Invalid action",
+                "; ".join(f"{e['field']}: {e['message']}" for e in errors),
+                errors=errors,
+            ) from exc
+        existing = await repository.get_report(conn, report_id=report_id)
+        if existing is None or (
+            member.role in (Role.OFFICER, Role.LEADER) and not can_see(member, existing)
+        ):
+            raise Problem(404, "Not found", f"no report {report_id}", field="report_id")
+        try:
+            async with conn.transaction():
+                transition = await apply_action(
+                    conn, report_id=report_id, action=action, actor=member.actor(), ctx=ctx
+                )
+        except IllegalTransition as exc:
+            raise Problem(
+                409,
+                "Illegal transition",
+                str(exc),
+                field="type",
+                current_state=exc.current.value,
+                allowed_actions=[a.value for a in exc.allowed],
+            ) from exc
+        except Forbidden as exc:
+            raise Problem(403, "Forbidden", exc.reason, field="type") from exc
+        except RuleViolation as exc:
+            raise Problem(
+                422, "Rule violated", f"{exc.field}: {exc.message}", field=exc.field
+            ) from exc
+        report = await repository.get_report(conn, report_id=report_id)
+        assert report is not None
+        return {
+            "from": transition.from_state.value,
+            "to": transition.to_state.value,
+            "action": transition.action_type.value,
+            "report": report_view(report, role=member.role),
+        }
+
+    @app.get("/v1/reports", tags=["reports"])
+    async def list_reports(
+        conn: DbConn,
+        member: StaffDep,
+        status: Annotated[list[State] | None, Query()] = None,
+        category: Annotated[list[str] | None, Query(max_length=50)] = None,
+        agency: Annotated[str | None, Query(max_length=100)] = None,
+        commune: Annotated[str | None, Query(pattern=r"^\d{5}$")] = None,
+        overdue: bool | None = None,
+        since: AwareDatetime | None = None,
+        until: AwareDatetime | None = None,
+        q: Annotated[str | None, Query(max_length=200)] = None,
+        limit: Annotated[int, Query(ge=1, le=200)] = 50,
+        cursor: Annotated[str | None, Query(max_length=500)] = None,
+    ) -> dict[str, Any]:
+        """Reports newest first, filtered; text search ignores Vietnamese diacritics."""
+        if member.role in (Role.OFFICER, Role.LEADER):
+            if agency is not None and agency != member.agency_id:
+                raise AuthError(
+                    403, "agency users see only their own agency's reports", field="agency"
+                )
+            agency = member.agency_id
+        filters: dict[str, Any] = {
+            "status": [s.value for s in status] if status else None,
+            "category": category,
+            "agency_id": agency,
+            "commune_code": commune,
+            "overdue": overdue,
+            "since": since,
+            "until": until,
+            "text": fold_diacritics(q) if q else None,
+            "after": _decode_cursor(cursor) if cursor else None,
+        }
+        rows = await repository.list_reports(conn, filters=filters, limit=limit + 1)
+        page, more = rows[:limit], len(rows) > limit
+        return {
+            "items": [report_view(r, role=member.role) for r in page],
+            "next_cursor": _encode_cursor(page[-1]) if more and page else None,
+        }
+
+    @app.get("/v1/categories", tags=["catalogue"])
+    async def get_categories(conn: DbConn) -> list[dict[str, Any]]:
+        """The category catalogue (service codes)."""
+        return await repository.categories(conn)
+
+    app.include_router(open311_router(ctx))
+    return app

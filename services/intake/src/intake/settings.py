@@ -1,0 +1,46 @@
+"""Settings of the intake service (env prefix INTAKE_)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from paht_common.settings import BaseServiceSettings, env_setting
+
+
+class IntakeSettings(BaseServiceSettings):
+    """Intake API settings."""
+
+    model_config = env_setting("INTAKE_")
+
+    http_port: int = 8080
+    database_url: str = "postgresql://postgres@127.0.0.1:5433/paht_intake"
+    number_prefix: str = "BN"
+    province_name: str = "Bắc Ninh"
+    province_code_numeric: int = 24
+    """Code of the province in the 2025 two-level units (vietnam-provinces)."""
+    bbox: tuple[float, float, float, float] = (20.95, 105.85, 21.75, 107.05)
+    """min lat, min lon, max lat, max lon of the province (coarse check before polygons)."""
+    jurisdiction_id: str = "bacninh.gov.vn"
+    dev_api_key: str = "dev-only-key"
+    """Key of the development app ``demo-app``; refused when PAHT_ENV=production."""
+    jwt_public_keys: str = ""
+    """PEM public keys (concatenated) that verify staff JWTs; empty uses the dev key pair."""
+    jwt_dev_key_dir: Path = Path(".paht/dev-jwt")
+    jwt_issuer: str = "paht-dev"
+    jwt_audience: str = "paht"
+    duplicate_radius_m: float = 50.0
+    duplicate_window_days: int = 7
+    max_body_bytes: int = 1_000_000
+    max_reopens: int = 2
+    reopen_window_days: int = 30
+    max_extensions: int = 1
+    max_extension_days: int = 5
+
+    def secret_fields(self) -> dict[str, str]:
+        """Secrets refused when they keep a development default in production."""
+        secrets: dict[str, str] = {}
+        if self.dev_api_key:  # empty means: no development app at all
+            secrets["INTAKE_DEV_API_KEY"] = self.dev_api_key
+        if not self.jwt_public_keys:
+            secrets["INTAKE_JWT_PUBLIC_KEYS"] = ""
+        return secrets
