@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from paht_common.db import ensure_database, with_database
-
 from paht_devenv.kafka import KafkaBroker
 from paht_devenv.postgres import PostgresServer
 from paht_devenv.procs import ManagedProcess, StartupError, free_port, wait_until

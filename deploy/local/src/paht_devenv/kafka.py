@@ -13,8 +13,8 @@ from pathlib import Path
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
-from paht_common.topics import ALL_TOPICS, DEFAULT_PARTITIONS
 
+from paht_common.topics import ALL_TOPICS, DEFAULT_PARTITIONS
 from paht_devenv.procs import ManagedProcess, StartupError, port_open, wait_until
 
 POM = Path(__file__).resolve().parents[2] / "kafka" / "pom.xml"

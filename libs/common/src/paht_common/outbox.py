@@ -79,41 +79,68 @@ class OutboxRelay:
         self._poll_interval = poll_interval
         self._retention = retention_seconds
         self._wake = asyncio.Event()
+        self._listener: Any = None
 
     def _on_notify(self, *_: object) -> None:
         self._wake.set()
 
     async def run(self) -> None:
         """Relay forever: wake on NOTIFY, or every poll interval as a fallback."""
-        listener = await self._pool.acquire()
+        cycles = 0
         try:
-            await listener.add_listener("outbox", self._on_notify)
-            cycles = 0
             while True:
+                await self._ensure_listening()
                 try:
                     sent = await self.relay_once()
-                except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+                except Exception as exc:  # database or Kafka trouble: keep the rows, retry
                     OUTBOX_FAILURES.labels(self._service, type(exc).__name__).inc()
-                    logger.warning("outbox relay failed: %s", exc)
-                    sent = 0
-                    await asyncio.sleep(self._poll_interval)
-                except Exception as exc:  # Kafka errors: keep the rows, try again
-                    OUTBOX_FAILURES.labels(self._service, type(exc).__name__).inc()
-                    logger.warning("outbox relay failed: %s", exc)
+                    logger.warning("outbox relay failed: %r", exc)
                     sent = 0
                     await asyncio.sleep(self._poll_interval)
                 cycles += 1
                 if cycles % 50 == 0:
-                    await self._observe_and_purge()
+                    with contextlib.suppress(Exception):
+                        await self._observe_and_purge()
                 if sent >= self._batch_size:
                     continue
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._poll_interval)
         finally:
+            await self._stop_listening()
+
+    async def _ensure_listening(self) -> None:
+        """(Re)open the LISTEN connection; on failure the relay polls until the next try."""
+        if self._listener is not None:
+            return
+        try:
+            conn = await self._pool.acquire()
+        except Exception as exc:
+            logger.warning("outbox relay cannot listen: %r", exc)
+            return
+        try:
+            await conn.add_listener("outbox", self._on_notify)
+            conn.add_termination_listener(self._on_listener_lost)
+        except Exception as exc:
+            logger.warning("outbox relay cannot listen: %r", exc)
             with contextlib.suppress(Exception):
-                await listener.remove_listener("outbox", self._on_notify)
-            await self._pool.release(listener)
+                await self._pool.release(conn)
+            return
+        self._listener = conn
+
+    def _on_listener_lost(self, *_: object) -> None:
+        # the pool gets the dead connection back by itself; listen again next cycle
+        self._listener = None
+        self._wake.set()
+
+    async def _stop_listening(self) -> None:
+        conn, self._listener = self._listener, None
+        if conn is None:
+            return
+        with contextlib.suppress(Exception):
+            await conn.remove_listener("outbox", self._on_notify)
+        with contextlib.suppress(Exception):
+            await self._pool.release(conn)
 
     async def relay_once(self) -> int:
         """Publish one batch; returns how many rows were published."""

@@ -1,0 +1,269 @@
+"""Notification rules, pure: which events notify, what the body says, when to retry."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import json
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from email.utils import parsedate_to_datetime
+from typing import Any, Literal
+
+from paht_common.clock import to_local_iso
+from paht_common.events import (
+    ClockView,
+    Envelope,
+    Payload,
+    SlaClocksChanged,
+    SlaThresholdReached,
+)
+
+WEBHOOK = "webhook"
+
+REPORT_ASSIGNED = "report.assigned"
+SLA_WARNING = "sla.warning"
+SLA_BREACHED = "sla.breached"
+
+SECRET_PREFIX = "whsec_"
+SECRET_MIN_BYTES = 24
+SECRET_MAX_BYTES = 64
+
+Verdict = Literal["delivered", "retry", "failed", "gone"]
+"""What one attempt means: done, try again later, give up, or the endpoint is gone for good."""
+
+DeliveryStatus = Literal["pending", "delivered", "failed"]
+
+
+@dataclass(frozen=True)
+class Notification:
+    """A notification to send to every active subscription of an agency."""
+
+    event_type: str
+    agency_id: str
+    report_id: uuid.UUID
+    body: str
+
+
+@dataclass(frozen=True)
+class ClaimedDelivery:
+    """A delivery a dispatcher holds the lease of, with its subscription's target."""
+
+    id: uuid.UUID
+    subscription_id: uuid.UUID
+    channel: str
+    event_type: str
+    body: str
+    attempts: int
+    """Attempts so far, this one included: the fencing token for recording its outcome."""
+    url: str | None
+    secret: str | None = field(repr=False)
+
+
+@dataclass(frozen=True)
+class AttemptResult:
+    """What a channel observed on one attempt."""
+
+    verdict: Verdict
+    status_code: int | None = None
+    retry_after: float | None = None
+    """Seconds the receiver asked us to wait (Retry-After), if any."""
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Delays between attempts; after the last delay the next failure is final."""
+
+    schedule: tuple[float, ...]
+    max_retry_after: float = 86_400.0
+    jitter: float = 0.0
+    """Upper bound of the random stretch applied to each delay, as a fraction."""
+
+    @property
+    def max_attempts(self) -> int:
+        return len(self.schedule) + 1
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Outcome of an attempt, ready to be recorded."""
+
+    outcome: Verdict
+    status_code: int | None
+    error: str | None
+    retry_in: float | None = None
+    """Seconds until the next attempt when the outcome is ``retry``."""
+
+    @property
+    def status(self) -> DeliveryStatus:
+        if self.outcome == "delivered":
+            return "delivered"
+        return "pending" if self.outcome == "retry" else "failed"
+
+
+def delivery_id(event_id: uuid.UUID, subscription_id: uuid.UUID) -> uuid.UUID:
+    """Deterministic delivery id (the webhook-id): the same event and subscription, the same id."""
+    return uuid.uuid5(event_id, str(subscription_id))
+
+
+def notification_for(envelope: Envelope[Payload]) -> Notification | None:
+    """The notification an SLA event causes, or None when agencies need not hear about it."""
+    payload = envelope.payload
+    if isinstance(payload, SlaClocksChanged):
+        if payload.trigger != "routed" or payload.agency_id is None:
+            return None
+        event_type = REPORT_ASSIGNED
+        data = assigned_data(payload)
+        agency_id = payload.agency_id
+    elif isinstance(payload, SlaThresholdReached):
+        if payload.agency_id is None:
+            return None
+        event_type = SLA_BREACHED if payload.percent >= 100 else SLA_WARNING
+        data = threshold_data(payload)
+        agency_id = payload.agency_id
+    else:
+        return None
+    return Notification(
+        event_type=event_type,
+        agency_id=agency_id,
+        report_id=payload.report_id,
+        body=render_body(event_type, envelope.occurred_at, data),
+    )
+
+
+def render_body(event_type: str, occurred_at: datetime, data: dict[str, Any]) -> str:
+    """Standard Webhooks JSON body, UTF-8 text kept as is (Vietnamese is not escaped)."""
+    document = {"type": event_type, "timestamp": to_local_iso(occurred_at), "data": data}
+    return json.dumps(document, ensure_ascii=False, separators=(",", ":"))
+
+
+def _local(value: datetime | None) -> str | None:
+    return None if value is None else to_local_iso(value)
+
+
+def _clock_data(clock: ClockView) -> dict[str, Any]:
+    data = clock.model_dump(mode="json")
+    data["started_at"] = _local(clock.started_at)
+    data["due_at"] = _local(clock.due_at)
+    return data
+
+
+def _due_at(clocks: list[ClockView], kind: str) -> str | None:
+    return next((_local(c.due_at) for c in clocks if c.kind == kind), None)
+
+
+def assigned_data(payload: SlaClocksChanged) -> dict[str, Any]:
+    """``data`` of report.assigned: the report, its agency and its SLA clocks (times in +07:00)."""
+    return {
+        "report_id": str(payload.report_id),
+        "number": payload.number,
+        "agency_id": payload.agency_id,
+        "category": payload.category,
+        "clocks": [_clock_data(c) for c in payload.clocks],
+        "acknowledge_due_at": _due_at(payload.clocks, "acknowledgement"),
+        "resolution_due_at": _due_at(payload.clocks, "resolution"),
+    }
+
+
+def threshold_data(payload: SlaThresholdReached) -> dict[str, Any]:
+    """``data`` of sla.warning / sla.breached (times in +07:00)."""
+    return {
+        "report_id": str(payload.report_id),
+        "number": payload.number,
+        "agency_id": payload.agency_id,
+        "clock": payload.clock,
+        "percent": payload.percent,
+        "due_at": to_local_iso(payload.due_at),
+        "escalation_level": payload.escalation_level,
+    }
+
+
+def webhook_secret_bytes(secret: str) -> bytes:
+    """Key bytes of a ``whsec_<base64>`` secret; ValueError (without the secret) if malformed."""
+    if not secret.startswith(SECRET_PREFIX):
+        raise ValueError(f"secret must start with {SECRET_PREFIX!r}")
+    encoded = secret[len(SECRET_PREFIX) :]
+    try:
+        key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("secret must be whsec_ followed by standard base64") from None
+    if not SECRET_MIN_BYTES <= len(key) <= SECRET_MAX_BYTES:
+        raise ValueError(
+            f"secret must encode {SECRET_MIN_BYTES} to {SECRET_MAX_BYTES} bytes, got {len(key)}"
+        )
+    return key
+
+
+def is_public_address(address: str) -> bool:
+    """True for a globally routable IP address (not loopback, private, link-local, reserved)."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not ip.is_multicast
+
+
+def is_private_hostname(host: str) -> bool:
+    """True for names or literal addresses that point inside the network by construction."""
+    name = host.strip("[]").rstrip(".").lower()
+    if name == "localhost" or name.endswith((".localhost", ".local", ".internal")):
+        return True
+    try:
+        return not is_public_address(name)
+    except ValueError:
+        return False  # a DNS name: the resolved addresses decide
+
+
+def classify_http_status(status_code: int) -> Verdict:
+    """Standard Webhooks status semantics: 2xx done, 410 gone, 408/429/5xx retry, 4xx give up.
+
+    Anything else (1xx, 3xx: redirects are never followed) is a failed attempt worth retrying.
+    """
+    if 200 <= status_code < 300:
+        return "delivered"
+    if status_code == 410:
+        return "gone"
+    if status_code in (408, 429) or status_code >= 500:
+        return "retry"
+    if 400 <= status_code < 500:
+        return "failed"
+    return "retry"
+
+
+def parse_retry_after(value: str | None, *, now: datetime) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or HTTP-date); None if absent or bad."""
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max((when - now).total_seconds(), 0.0)
+
+
+def decide(
+    result: AttemptResult, *, attempts: int, policy: RetryPolicy, jitter: float = 0.0
+) -> Decision:
+    """Decision after attempt number ``attempts`` (1-based); ``jitter`` is a sample in [0, 1].
+
+    Retries follow the schedule, never sooner than the receiver's Retry-After (capped); when
+    the schedule is exhausted the delivery fails.
+    """
+    if result.verdict != "retry":
+        return Decision(result.verdict, result.status_code, result.error)
+    if attempts > len(policy.schedule):
+        reason = result.error or f"HTTP {result.status_code}"
+        return Decision(
+            "failed", result.status_code, f"gave up after {attempts} attempts: {reason}"
+        )
+    delay = policy.schedule[attempts - 1] * (1 + policy.jitter * jitter)
+    if result.retry_after is not None:
+        delay = max(delay, min(result.retry_after, policy.max_retry_after))
+    return Decision("retry", result.status_code, result.error, retry_in=delay)
