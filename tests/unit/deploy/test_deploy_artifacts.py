@@ -21,9 +21,10 @@ from typing import Any
 import jsonschema  # type: ignore[import-untyped]
 import pytest
 import yaml
+from prometheus_client.metrics import MetricWrapperBase
+
 from paht_common import metrics as common_metrics
 from paht_common.topics import ALL_TOPICS, DEFAULT_PARTITIONS
-from prometheus_client.metrics import MetricWrapperBase
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 DEPLOY = REPO_ROOT / "deploy"

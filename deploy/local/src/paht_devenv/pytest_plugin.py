@@ -25,8 +25,9 @@ from paht_devenv.environment import SERVICES, Environment, Ports
 def infra() -> Iterator[Environment]:
     """PostgreSQL + Kafka (with every topic) for the session; stopped at the end."""
     state = Path(tempfile.mkdtemp(prefix="paht-test-"))
-    env = Environment(state_dir=state, ports=Ports.free(), with_prometheus=False,
-                      extra_env={"PAHT_ENV": "test"})
+    env = Environment(
+        state_dir=state, ports=Ports.free(), with_prometheus=False, extra_env={"PAHT_ENV": "test"}
+    )
     try:
         env.start_infrastructure()
         yield env
