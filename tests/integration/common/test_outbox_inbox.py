@@ -1,0 +1,220 @@
+"""Outbox relay, inbox and consumer loop against the harness's real PostgreSQL and Kafka."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import asyncpg
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from paht_common.consumer import EventProcessor, producer_dead_letters, run_consumer
+from paht_common.db import COMMON_MIGRATIONS, Conn, apply_migrations
+from paht_common.events import Envelope, Payload, ReportSubmitted, new_envelope
+from paht_common.kafka import RawRecord, decode, encode, make_consumer, make_producer
+from paht_common.outbox import OutboxRelay, add_to_outbox
+from paht_common.testing import random_id
+from paht_devenv.kafka import create_topics
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def pool(fresh_pool: asyncpg.Pool, tmp_path: Path) -> asyncpg.Pool:
+    async with fresh_pool.acquire() as conn:
+        await apply_migrations(conn, tmp_path)  # the common migrations only
+    return fresh_pool
+
+
+@pytest.fixture
+async def producer(kafka_bootstrap: str) -> AsyncIterator[AIOKafkaProducer]:
+    p = make_producer(kafka_bootstrap, client_id=random_id("p"))
+    await p.start()
+    yield p
+    await p.stop()
+
+
+@pytest.fixture
+async def topic(kafka_bootstrap: str) -> str:
+    name = random_id("topic-")
+    await create_topics(kafka_bootstrap, [name, name + ".dlq"], wait_seconds=30)
+    return name
+
+
+def _submitted(n: int = 1) -> ReportSubmitted:
+    return ReportSubmitted(
+        report_id=uuid.uuid4(),
+        number=f"BN-2026-{n:06d}",
+        category="INFRA.ROAD",
+        commune_code=None,
+        lat=None,
+        lon=None,
+        channel="app",
+        urgency="normal",
+        source_app="t",
+        submitted_at=datetime(2026, 11, 28, tzinfo=UTC),
+    )
+
+
+async def _read_all(
+    bootstrap: str, topic: str, expected: int, within: float = 30.0
+) -> list[RawRecord]:
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    records: list[RawRecord] = []
+    try:
+        async with asyncio.timeout(within):
+            while len(records) < expected:
+                batch = await consumer.getmany(timeout_ms=200)
+                for messages in batch.values():
+                    records += [
+                        RawRecord(
+                            m.topic, m.partition, m.offset, m.key, m.value, tuple(m.headers or ())
+                        )
+                        for m in messages
+                    ]
+    finally:
+        await consumer.stop()
+    return records
+
+
+async def test_outbox_rows_reach_kafka_once_and_are_marked_published(
+    pool: asyncpg.Pool, producer: AIOKafkaProducer, topic: str, kafka_bootstrap: str
+) -> None:
+    envelopes = [new_envelope(_submitted(i), source="/intake", province="bn") for i in range(25)]
+    async with pool.acquire() as conn, conn.transaction():
+        for env in envelopes:
+            await add_to_outbox(conn, topic, env)
+            await add_to_outbox(conn, topic, env)  # same event twice: stored once
+    relay = OutboxRelay(pool, producer, service="test", batch_size=10)
+
+    sent = [await relay.relay_once() for _ in range(4)]
+
+    assert sent == [10, 10, 5, 0]
+    records = await _read_all(kafka_bootstrap, topic, 25)
+    assert sorted(decode(r).event_id for r in records) == sorted(e.event_id for e in envelopes)
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL") == 0
+
+
+async def test_rolled_back_transaction_leaves_no_event(pool: asyncpg.Pool) -> None:
+    env = new_envelope(_submitted(), source="/intake", province="bn")
+
+    async def change_that_fails() -> None:
+        async with pool.acquire() as conn, conn.transaction():
+            await add_to_outbox(conn, "any", env)
+            raise RuntimeError("state change failed")
+
+    with pytest.raises(RuntimeError):
+        await change_that_fails()
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM outbox") == 0
+
+
+async def test_relay_running_in_background_wakes_on_notify(
+    pool: asyncpg.Pool, producer: AIOKafkaProducer, topic: str, kafka_bootstrap: str
+) -> None:
+    relay = OutboxRelay(pool, producer, service="test", poll_interval=30.0)
+    task = asyncio.create_task(relay.run())
+    try:
+        await asyncio.sleep(0.5)
+        env = new_envelope(_submitted(), source="/intake", province="bn")
+        async with pool.acquire() as conn, conn.transaction():
+            await add_to_outbox(conn, topic, env)
+        # with a 30 s poll interval only the NOTIFY can deliver it inside this wait
+        (record,) = await _read_all(kafka_bootstrap, topic, 1, within=10.0)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert decode(record).event_id == env.event_id
+
+
+async def test_consumer_handles_each_event_once_and_dead_letters_poison(
+    pool: asyncpg.Pool, producer: AIOKafkaProducer, topic: str, kafka_bootstrap: str
+) -> None:
+    async with pool.acquire() as conn:
+        await conn.execute("CREATE TABLE seen (event_id uuid, n int)")
+    handled: list[uuid.UUID] = []
+
+    async def handler(conn: Conn, envelope: Envelope[Payload]) -> None:
+        await conn.execute("INSERT INTO seen VALUES ($1, 1)", envelope.event_id)
+        handled.append(envelope.event_id)
+
+    env = new_envelope(_submitted(), source="/intake", province="bn")
+    message = encode(env)
+    key = message.key.encode() if isinstance(message.key, str) else message.key
+    for _ in range(2):  # a redelivery of the same event
+        await producer.send_and_wait(
+            topic, value=message.value, key=key, headers=list(message.headers.items())
+        )
+    await producer.send_and_wait(topic, value=b"\x00poison", key=b"x", headers=[])
+    group = random_id("g")
+    processor = EventProcessor(
+        consumer=group, pool=pool, handler=handler, dead_letters=producer_dead_letters(producer)
+    )
+    consumer = make_consumer(kafka_bootstrap, group_id=group, topics=[topic])
+    await consumer.start()
+    task = asyncio.create_task(run_consumer(consumer, processor))
+    try:
+        (dead,) = await _read_all(kafka_bootstrap, topic + ".dlq", 1)
+        async with asyncio.timeout(20):
+            while True:
+                committed = [await consumer.committed(TopicPartition(topic, p)) for p in range(3)]
+                if sum(c or 0 for c in committed) == 3:
+                    break
+                await asyncio.sleep(0.1)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await consumer.stop()
+    assert handled == [env.event_id]
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM seen") == 1
+    reasons = dict(dead.headers)
+    assert reasons["dlq_reason"].startswith(b"undecodable")
+    assert dead.value == b"\x00poison"
+
+
+async def test_failing_handler_commits_nothing_and_goes_to_the_dead_letter_topic(
+    pool: asyncpg.Pool, producer: AIOKafkaProducer, topic: str, kafka_bootstrap: str
+) -> None:
+    async def handler(conn: Conn, envelope: Envelope[Payload]) -> None:
+        await conn.execute("CREATE TABLE half_written (x int)")
+        raise ValueError("bug in handler")
+
+    dead: list[str] = []
+
+    async def sink(t: str, record: RawRecord, headers: list[tuple[str, bytes]]) -> None:
+        dead.append(t)
+
+    processor = EventProcessor(
+        consumer="c", pool=pool, handler=handler, dead_letters=sink, attempts=2, retry_delay=0.01
+    )
+    env = new_envelope(_submitted(), source="/intake", province="bn")
+    message = encode(env)
+    record = RawRecord(
+        topic,
+        0,
+        0,
+        str(env.payload.report_id).encode(),
+        message.value,
+        tuple(message.headers.items()),
+    )
+
+    outcome = await processor.process(record)
+
+    assert outcome == "dead_lettered"
+    assert dead == [topic + ".dlq"]
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT to_regclass('half_written')") is None
+        assert await conn.fetchval("SELECT count(*) FROM inbox") == 0
+
+
+def test_common_migrations_ship_with_the_package() -> None:
+    assert (Path(str(COMMON_MIGRATIONS)) / "0001_outbox_inbox.sql").exists()
