@@ -6,6 +6,7 @@ import re
 from datetime import UTC, date, datetime, time, timedelta
 
 import pytest
+
 from sla.calendar import (
     DEFAULT_SEASONS,
     SEED_OVERRIDES,

@@ -144,7 +144,9 @@ class KafkaBroker:
             print(f"[kafka] formatting KRaft storage in {self.data_dir}", flush=True)  # noqa: T201
             cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
             result = subprocess.run(  # noqa: S603
-                self._java("kafka.tools.StorageTool", "format", "-t", cid, "-c", str(props)),
+                self._java(
+                    "kafka.tools.StorageTool", "format", f"--cluster-id={cid}", "-c", str(props)
+                ),
                 capture_output=True,
                 text=True,
                 check=False,

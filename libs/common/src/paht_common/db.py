@@ -35,7 +35,13 @@ async def _init_connection(conn: Conn) -> None:
 async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
     """Pool whose connections decode json/jsonb to Python values; close() is the caller's."""
     pool = await asyncpg.create_pool(
-        dsn, min_size=min_size, max_size=max_size, init=_init_connection, command_timeout=30
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        init=_init_connection,
+        command_timeout=30,
+        # JIT compiles generic plans of the small indexed scans into 100s of ms; never worth it
+        server_settings={"jit": "off"},
     )
     assert pool is not None
     return pool

@@ -41,6 +41,7 @@ def make_faust_app(app_id: str, settings: BaseServiceSettings) -> faust.App:
         app_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
         store="memory://",
+        datadir=settings.faust_datadir.format(app_id=app_id),
         web_enabled=False,
         autodiscover=False,
         topic_partitions=3,

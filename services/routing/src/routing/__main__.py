@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 
 from paht_common.cli import service_main
-
 from routing.api import MIGRATIONS, build_app
 from routing.seed import seed
 from routing.settings import RoutingSettings

@@ -11,6 +11,7 @@ from typing import Any
 
 from fastapi import FastAPI, HTTPException
 from faust.contrib.asgi import faust_app_running
+
 from paht_common.clock import SystemClock
 from paht_common.db import Conn
 from paht_common.events import Envelope, Payload
@@ -19,7 +20,6 @@ from paht_common.http import DbConn, ops_router
 from paht_common.problems import install_problem_handlers
 from paht_common.runtime import Runtime
 from paht_common.topics import REPORT_EVENTS
-
 from routing import repository
 from routing.handlers import handle_report_event
 from routing.settings import RoutingSettings

@@ -10,7 +10,6 @@ from paht_common.db import Conn
 from paht_common.events import Envelope, Payload, ReportRouted, ReportSubmitted, new_envelope
 from paht_common.outbox import add_to_outbox
 from paht_common.topics import ROUTING_EVENTS
-
 from routing import repository
 from routing.domain import choose_rule
 from routing.metrics import ASSIGNMENTS

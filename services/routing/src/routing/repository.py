@@ -6,7 +6,6 @@ import uuid
 from datetime import datetime
 
 from paht_common.db import Conn
-
 from routing.domain import Rule
 
 CANDIDATE_RULES = """

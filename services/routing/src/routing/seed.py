@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import unicodedata
 
-from paht_common.runtime import connect_with_retry
 from vietnam_provinces import Province, Ward
 
+from paht_common.runtime import connect_with_retry
 from routing import repository
 from routing.settings import RoutingSettings
 

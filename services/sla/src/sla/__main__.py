@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 
 from paht_common.cli import service_main
-
 from sla.api import MIGRATIONS, build_app
 from sla.settings import SlaSettings
 

@@ -15,6 +15,8 @@ from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Header, Query, Request
 from faust.contrib.asgi import faust_app_running
+from pydantic import AwareDatetime, BaseModel, Field, field_validator
+
 from paht_common.clock import SystemClock, to_local_iso
 from paht_common.db import Conn
 from paht_common.events import Envelope, Payload
@@ -23,8 +25,6 @@ from paht_common.http import DbConn, ops_router
 from paht_common.problems import Problem, install_problem_handlers
 from paht_common.runtime import Runtime
 from paht_common.topics import REPORT_EVENTS, ROUTING_EVENTS
-from pydantic import AwareDatetime, BaseModel, Field, field_validator
-
 from sla import repository
 from sla.calendar import BusinessCalendar, CalendarError, CalendarOverride, OverrideKind, Unit
 from sla.domain import Policy, Target, target_seconds

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 
 from holidays import HolidayBase, country_holidays
 from holidays.version import __version__ as HOLIDAYS_VERSION
+
 from paht_common.clock import LOCAL_TZ
 
 __all__ = [

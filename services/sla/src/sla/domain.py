@@ -35,6 +35,8 @@ class FactKind(StrEnum):
     RESOLVED = "resolved"
     REOPENED = "reopened"
     CANCELLED = "cancelled"
+    # Appended last: the enum order is the tie-break rank stored with every fact.
+    EXTENSION_REQUESTED = "extension_requested"
 
 
 @dataclass(frozen=True)
@@ -125,12 +127,23 @@ class Clock:
         return target_seconds(Target(self.amount, self.unit))
 
     def breached_at(self, now: datetime) -> bool:
-        """True when the clock ran (or has run) past its length."""
+        """True when the clock ran (or has run) past its due instant.
+
+        On time is "stopped at or before the due instant" (domain.md §4.4). Office time alone
+        cannot tell that when the clock stops outside office hours after its due instant
+        (due Friday 17:00, resolved Friday 18:00 consumes exactly the length), so a clock
+        that used exactly its whole length is judged on the instant it stopped.
+        """
         if self.status in ("pending", "cancelled"):
             return False
-        if self.status in ("stopped", "paused"):
-            return self.consumed_s > self.total_s + 1e-6
-        return self.due_at is not None and now > self.due_at
+        if self.status == "running":
+            return self.due_at is not None and now > self.due_at
+        if self.consumed_s > self.total_s + 1e-6:
+            return True
+        if self.consumed_s < self.total_s - 1e-6 or self.due_at is None:
+            return False
+        end = self.stopped_at if self.status == "stopped" else now
+        return end is not None and end > self.due_at
 
 
 def target_seconds(target: Target) -> float:
@@ -200,6 +213,9 @@ class ClockMath:
                 agency_id=agency_id,
             )
         else:
+            # Continuing a clock that is still running keeps what it counted up to ``at``.
+            if clock.status == "running":
+                clock = self.pause(clock, at)
             started = replace(
                 clock,
                 status="running",
@@ -254,6 +270,8 @@ class ClockSet:
     """The three clocks of one report while facts are folded in."""
 
     clocks: dict[ClockKind, Clock] = field(default_factory=dict)
+    # days asked for by the last extension request, granted by an approval without days
+    requested_extension_days: float = 0.0
 
     def get(self, kind: ClockKind) -> Clock:
         return self.clocks[kind]
@@ -297,7 +315,7 @@ def _apply(state: ClockSet, fact: Fact, policy: Policy, math: ClockMath) -> None
             state.put(math.start(_reset(ack, policy), at, agency_id=fact.agency_id, fresh=True))
         else:
             state.put(math.start(ack, at, agency_id=fact.agency_id, fresh=False))
-        if policy.on_reroute == "continue" and res.status == "paused":
+        if not first and policy.on_reroute == "continue" and res.status in ("paused", "running"):
             state.put(math.start(res, at, agency_id=fact.agency_id, fresh=False))
         elif policy.resolution_starts == "assigned":
             state.put(math.start(_reset(res, policy), at, agency_id=fact.agency_id, fresh=True))
@@ -317,8 +335,12 @@ def _apply(state: ClockSet, fact: Fact, policy: Policy, math: ClockMath) -> None
         state.put(math.pause(res, at))
     elif fact.kind is FactKind.RESUMED:
         state.put(math.resume(res, at))
+    elif fact.kind is FactKind.EXTENSION_REQUESTED:
+        state.requested_extension_days = fact.extension_days
     elif fact.kind is FactKind.EXTENDED:
-        state.put(math.extend(res, fact.extension_days))
+        days = fact.extension_days or state.requested_extension_days
+        state.requested_extension_days = 0.0
+        state.put(math.extend(res, days))
     elif fact.kind is FactKind.RESOLVED:
         state.put(math.stop(res, at))
     elif fact.kind is FactKind.REOPENED:

@@ -21,7 +21,6 @@ from paht_common.events import (
 )
 from paht_common.outbox import add_to_outbox
 from paht_common.topics import SLA_EVENTS
-
 from sla import repository
 from sla.calendar import BusinessCalendar
 from sla.domain import (
@@ -46,6 +45,7 @@ FACT_RANK = {kind: rank for rank, kind in enumerate(FactKind)}
 
 TRANSITION_FACTS: dict[str, FactKind] = {
     "acknowledge": FactKind.ACKNOWLEDGED,
+    "request_extension": FactKind.EXTENSION_REQUESTED,
     "return": FactKind.RETURNED,
     "pause_for_reporter": FactKind.PAUSED,
     "resume": FactKind.RESUMED,
@@ -82,51 +82,98 @@ class SlaContext:
     marks: tuple[Mark, ...] = DEFAULT_MARKS
 
 
-def fact_from(envelope: Envelope[Payload]) -> Fact | None:
-    """The clock-relevant fact an event carries, if any."""
+# Facts after which the resolution clock is not running anyway (no implicit resume needed).
+_NOT_RUNNING_AFTER = frozenset(
+    {FactKind.PAUSED, FactKind.RESUMED, FactKind.RETURNED, FactKind.RESOLVED, FactKind.CANCELLED}
+)
+
+
+def facts_from(envelope: Envelope[Payload]) -> list[Fact]:
+    """The clock-relevant facts an event carries, the main one first (may be empty)."""
     p = envelope.payload
     if isinstance(p, ReportSubmitted):
-        return Fact(FactKind.SUBMITTED, p.submitted_at, FACT_RANK[FactKind.SUBMITTED])
+        return [Fact(FactKind.SUBMITTED, p.submitted_at, FACT_RANK[FactKind.SUBMITTED])]
     if isinstance(p, ReportRouted):
-        return Fact(FactKind.ROUTED, p.routed_at, FACT_RANK[FactKind.ROUTED], agency_id=p.agency_id)
-    if isinstance(p, ReportTransitioned):
-        if p.action == "assign" and p.actor_role != "system":
-            # a coordinator's manual (re-)assignment; automatic ones arrive as ReportRouted
-            return Fact(FactKind.ROUTED, p.at, FACT_RANK[FactKind.ROUTED], agency_id=p.agency_id)
-        if p.to_state == "resolved":
-            return Fact(FactKind.RESOLVED, p.at, FACT_RANK[FactKind.RESOLVED])
-        kind = TRANSITION_FACTS.get(p.action)
-        if kind is None:
-            return None
-        days = p.details.get("days") if kind is FactKind.EXTENDED else None
-        return Fact(
-            kind,
-            p.at,
-            FACT_RANK[kind],
-            agency_id=p.agency_id,
-            extension_days=float(days) if isinstance(days, int | float) else 0.0,
+        rank = FACT_RANK[FactKind.ROUTED]
+        return [Fact(FactKind.ROUTED, p.routed_at, rank, agency_id=p.agency_id)]
+    if not isinstance(p, ReportTransitioned):
+        return []
+    facts: list[Fact] = []
+    if p.action == "assign" and p.actor_role != "system":
+        # a coordinator's manual (re-)assignment; automatic ones arrive as ReportRouted
+        facts.append(Fact(FactKind.ROUTED, p.at, FACT_RANK[FactKind.ROUTED], agency_id=p.agency_id))
+    elif p.to_state == "resolved":
+        facts.append(Fact(FactKind.RESOLVED, p.at, FACT_RANK[FactKind.RESOLVED]))
+    elif (kind := TRANSITION_FACTS.get(p.action)) is not None:
+        days = p.details.get("days")
+        wants_days = kind in (FactKind.EXTENDED, FactKind.EXTENSION_REQUESTED)
+        facts.append(
+            Fact(
+                kind,
+                p.at,
+                FACT_RANK[kind],
+                agency_id=p.agency_id,
+                extension_days=float(days)
+                if wants_days and isinstance(days, int | float) and not isinstance(days, bool)
+                else 0.0,
+            )
         )
-    return None
+    # intake clears "waiting for the reporter" on any move out of IN_PROGRESS (an extension
+    # request, a response for the leader) without a separate resume, and refuses a later
+    # resume; without this the paused resolution clock would never run again.
+    if p.details.get("waiting_for_reporter") is False and not (
+        facts and facts[0].kind in _NOT_RUNNING_AFTER
+    ):
+        facts.append(Fact(FactKind.RESUMED, p.at, FACT_RANK[FactKind.RESUMED]))
+    return facts
+
+
+def fact_from(envelope: Envelope[Payload]) -> Fact | None:
+    """The main clock-relevant fact an event carries, if any."""
+    facts = facts_from(envelope)
+    return facts[0] if facts else None
+
+
+def _current_agency(facts: list[Fact]) -> str | None:
+    """Agency of the latest routing fact (facts come in time order)."""
+    routed = [f.agency_id for f in facts if f.kind is FactKind.ROUTED and f.agency_id]
+    return routed[-1] if routed else None
 
 
 async def handle_event(conn: Conn, envelope: Envelope[Payload], *, ctx: SlaContext) -> None:
-    """Record the event's fact and recompute the report's clocks; inside the transaction."""
+    """Record the event's facts and recompute the report's clocks; inside the transaction."""
     p = envelope.payload
-    fact = fact_from(envelope)
-    if fact is None:
+    facts = facts_from(envelope)
+    if not facts:
         return
     await repository.lock_report(conn, report_id=p.report_id)
-    if isinstance(p, ReportSubmitted | ReportRouted):
+    if isinstance(p, ReportRouted):
         await repository.upsert_report(
             conn,
             report_id=p.report_id,
             number=p.number,
             category=p.category,
             urgency=p.urgency,
-            agency_id=p.agency_id if isinstance(p, ReportRouted) else None,
+            agency_id=p.agency_id,
         )
-    await repository.add_fact(conn, event_id=envelope.event_id, report_id=p.report_id, fact=fact)
-    await recompute(conn, report_id=p.report_id, trigger=fact.kind.value, cause=envelope, ctx=ctx)
+    elif isinstance(p, ReportSubmitted):
+        # Routing comes after screening, which may reclassify: a submission that arrives
+        # after the routing decision (another topic) must not overwrite it.
+        await repository.insert_report(
+            conn,
+            report_id=p.report_id,
+            number=p.number,
+            category=p.category,
+            urgency=p.urgency,
+        )
+    for i, fact in enumerate(facts):
+        event_id = (
+            envelope.event_id if i == 0 else uuid.uuid5(envelope.event_id, f"fact:{fact.kind}")
+        )
+        await repository.add_fact(conn, event_id=event_id, report_id=p.report_id, fact=fact)
+    await recompute(
+        conn, report_id=p.report_id, trigger=facts[0].kind.value, cause=envelope, ctx=ctx
+    )
 
 
 async def recompute(
@@ -138,17 +185,24 @@ async def recompute(
         return None  # nothing known yet; the submission or routing event will recompute
     calendar = await ctx.calendars.get(conn)
     math = ClockMath(calendar)
+    facts = await repository.facts_of(conn, report_id=report_id)
+    # The latest routing decides the agency, whichever event arrived last.
+    agency_id: str | None = _current_agency(facts) or report["agency_id"]
     policy = choose_policy(
         await repository.load_policies(conn),
         category=report["category"],
         urgency=report["urgency"],
-        agency_id=report["agency_id"],
+        agency_id=agency_id,
     )
-    clocks = compute_clocks(await repository.facts_of(conn, report_id=report_id), policy, math)
+    clocks = compute_clocks(facts, policy, math)
     now = ctx.clock.now()
     breached: dict[str, bool] = {
         c.kind: c.breached_at(now) for c in clocks if c.status != "running"
     }
+    # Lock order thresholds -> clocks, the scanner's order, so the two cannot deadlock.
+    await repository.replace_pending_thresholds(
+        conn, report_id=report_id, instants=threshold_instants(clocks, ctx.marks, math)
+    )
     await repository.save_clocks(
         conn,
         report_id=report_id,
@@ -156,17 +210,18 @@ async def recompute(
         breached=breached,
         calendar_version=calendar.version,
     )
-    await repository.replace_pending_thresholds(
-        conn, report_id=report_id, instants=threshold_instants(clocks, ctx.marks, math)
-    )
     await repository.set_report_policy(
-        conn, report_id=report_id, policy_id=policy.id, calendar_version=calendar.version
+        conn,
+        report_id=report_id,
+        policy_id=policy.id,
+        calendar_version=calendar.version,
+        agency_id=agency_id,
     )
     changed = SlaClocksChanged(
         report_id=report_id,
         trigger=trigger,
         number=report["number"],
-        agency_id=report["agency_id"],
+        agency_id=agency_id,
         category=report["category"],
         policy_id=policy.id,
         calendar_version=calendar.version,
@@ -203,6 +258,10 @@ async def fire_due_thresholds(conn: Conn, *, ctx: SlaContext, limit: int) -> int
     """Emit every due threshold exactly once (claimed with SKIP LOCKED); inside a transaction."""
     now = ctx.clock.now()
     rows = await repository.claim_due_thresholds(conn, now=now, limit=limit)
+    # Breaches lock their clock row: take those locks in one global order (report, clock) so
+    # that concurrent scanners, whose batches interleave, cannot deadlock; within a clock
+    # keep the fire order, which consumers of the report's partition see.
+    rows.sort(key=lambda r: (r["report_id"], r["clock"], r["fire_at"], r["generation"], r["mark"]))
     for row in rows:
         event = SlaThresholdReached(
             report_id=row["report_id"],

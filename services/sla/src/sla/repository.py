@@ -8,7 +8,6 @@ from datetime import date, datetime, time
 from typing import Any
 
 from paht_common.db import Conn
-
 from sla.calendar import (
     DEFAULT_SEASONS,
     SEED_OVERRIDES,
@@ -208,10 +207,15 @@ ON CONFLICT (report_id) DO UPDATE SET
     number = EXCLUDED.number, category = EXCLUDED.category, urgency = EXCLUDED.urgency,
     agency_id = coalesce(EXCLUDED.agency_id, sla_reports.agency_id), updated_at = now()
 """
+INSERT_REPORT = """
+INSERT INTO sla_reports (report_id, number, category, urgency) VALUES ($1, $2, $3, $4)
+ON CONFLICT (report_id) DO NOTHING
+"""
 REPORT = "SELECT * FROM sla_reports WHERE report_id = $1"
 LOCK_REPORT = "SELECT pg_advisory_xact_lock(hashtextextended($1::text, 0))"
 SET_REPORT_POLICY = """
-UPDATE sla_reports SET policy_id = $2, calendar_version = $3, updated_at = now()
+UPDATE sla_reports SET policy_id = $2, calendar_version = $3,
+    agency_id = coalesce($4, agency_id), updated_at = now()
 WHERE report_id = $1
 """
 INSERT_FACT = """
@@ -234,6 +238,10 @@ ON CONFLICT (report_id, kind) DO UPDATE SET
     consumed_s = EXCLUDED.consumed_s,
     breached = EXCLUDED.breached OR (clocks.breached AND clocks.generation = EXCLUDED.generation),
     calendar_version = EXCLUDED.calendar_version
+-- A finished clock (same generation, still finished) keeps its due instant, verdict and
+-- calendar version: later facts and calendar edits never rewrite past statistics.
+WHERE NOT (clocks.status IN ('stopped', 'cancelled') AND clocks.status = EXCLUDED.status
+           AND clocks.generation = EXCLUDED.generation)
 """
 CLOCKS_OF = """
 SELECT kind, generation, status, amount, unit, agency_id, started_at, stopped_at, due_at,
@@ -294,6 +302,13 @@ async def upsert_report(
     await conn.execute(UPSERT_REPORT, report_id, number, category, urgency, agency_id)
 
 
+async def insert_report(
+    conn: Conn, *, report_id: uuid.UUID, number: str, category: str, urgency: str
+) -> None:
+    """Remember a report unless already known (never overwrites a routing decision)."""
+    await conn.execute(INSERT_REPORT, report_id, number, category, urgency)
+
+
 async def get_report(conn: Conn, *, report_id: uuid.UUID) -> dict[str, Any] | None:
     """The SLA's record of a report."""
     row = await conn.fetchrow(REPORT, report_id)
@@ -301,10 +316,15 @@ async def get_report(conn: Conn, *, report_id: uuid.UUID) -> dict[str, Any] | No
 
 
 async def set_report_policy(
-    conn: Conn, *, report_id: uuid.UUID, policy_id: str, calendar_version: str
+    conn: Conn,
+    *,
+    report_id: uuid.UUID,
+    policy_id: str,
+    calendar_version: str,
+    agency_id: str | None = None,
 ) -> None:
-    """Record the policy and calendar version the clocks were computed with."""
-    await conn.execute(SET_REPORT_POLICY, report_id, policy_id, calendar_version)
+    """Record the policy, calendar version and (when given) agency the clocks were computed with."""
+    await conn.execute(SET_REPORT_POLICY, report_id, policy_id, calendar_version, agency_id)
 
 
 async def add_fact(conn: Conn, *, event_id: uuid.UUID, report_id: uuid.UUID, fact: Fact) -> None:
