@@ -6,6 +6,8 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from pydantic import ValidationError
+
 from intake.domain import (
     CLOSED_FOR_OPEN311,
     STATE_LABELS_VI,
@@ -49,7 +51,6 @@ from intake.domain import (
     normalize_description,
     parse_action,
 )
-from pydantic import ValidationError
 
 NOW = datetime(2026, 3, 10, 9, 0, tzinfo=UTC)
 AGENCY = "ubnd-phuong-suoi-hoa"
