@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import tempfile
 from typing import Any
 
 import faust
@@ -35,13 +37,20 @@ def raw_record(message: Any) -> RawRecord:
     )
 
 
+def _datadir(app_id: str, settings: BaseServiceSettings) -> str:
+    if settings.faust_datadir:
+        os.makedirs(settings.faust_datadir, exist_ok=True)
+        return settings.faust_datadir
+    return tempfile.mkdtemp(prefix=f"{app_id}-")
+
+
 def make_faust_app(app_id: str, settings: BaseServiceSettings) -> faust.App:
     """Faust app tuned for fast group joins on a single-node broker; no web server."""
     return faust.App(
         app_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
         store="memory://",
-        datadir=settings.faust_datadir.format(app_id=app_id),
+        datadir=_datadir(app_id, settings),
         web_enabled=False,
         autodiscover=False,
         topic_partitions=3,

@@ -34,8 +34,8 @@ class BaseServiceSettings(BaseSettings):
     consumer_session_timeout_ms: int = 10_000
     consumer_heartbeat_interval_ms: int = 1_000
     fetch_max_wait_ms: int = 50
-    faust_datadir: str = "/tmp/paht-faust/{app_id}"
-    """Where faust keeps its (memory-store) bookkeeping; never inside the repository."""
+    faust_datadir: str = ""
+    """Where faust keeps its (memory-store) bookkeeping; empty: a fresh temporary directory."""
 
     def secret_fields(self) -> dict[str, str]:
         """Secrets to check for development placeholders; subclasses extend it."""

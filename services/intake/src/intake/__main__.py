@@ -13,14 +13,13 @@ import asyncio
 import sys
 import uuid
 
-from paht_common.cli import service_main
-from paht_common.runtime import connect_with_retry, migrate
-
 from intake import repository
 from intake.api import MIGRATIONS, build_app
 from intake.auth import dev_key_pair, hash_key, issue_token, new_api_key
 from intake.seed import seed
 from intake.settings import IntakeSettings
+from paht_common.cli import service_main
+from paht_common.runtime import connect_with_retry, migrate
 
 
 async def _create_key(settings: IntakeSettings, app: str, scopes: list[str], rate: int) -> str:

@@ -10,20 +10,13 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Body, Depends, FastAPI, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
-from paht_common.clock import SystemClock, to_local_iso
-from paht_common.db import Conn
-from paht_common.events import Envelope, Payload
-from paht_common.http import DbConn, ops_router
-from paht_common.problems import Problem, install_problem_handlers, problem_response
-from paht_common.runtime import Runtime
-from paht_common.topics import ROUTING_EVENTS, SLA_EVENTS
-from pydantic import AwareDatetime, ValidationError
+from pydantic import AwareDatetime, StringConstraints, ValidationError
 from starlette.routing import Match
 
 from intake import repository
@@ -54,9 +47,60 @@ from intake.open311 import open311_router
 from intake.reference import province_communes, staff_verifier
 from intake.schemas import Accepted, ReportIn
 from intake.settings import IntakeSettings
+from paht_common.clock import SystemClock, to_local_iso
+from paht_common.db import Conn
+from paht_common.events import Envelope, Payload
+from paht_common.http import DbConn, ops_router
+from paht_common.problems import Problem, install_problem_handlers, problem_response
+from paht_common.runtime import Runtime
+from paht_common.topics import ROUTING_EVENTS, SLA_EVENTS
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 CONSUMER = "intake"
+NO_NUL = r"^[^\x00]*$"
+QueryText = Annotated[str, StringConstraints(max_length=100, pattern=NO_NUL)]
+
+
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["type", "title", "status"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "field": {"type": "string", "description": "the field, header or parameter at fault"},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["field", "message"],
+                "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
+            },
+        },
+    },
+}
+_PROBLEM_TEXT = {
+    400: "malformed parameter",
+    401: "missing or invalid credentials",
+    403: "the credentials do not allow this",
+    404: "no such report (or not visible to the caller)",
+    409: "conflicts with the current state",
+    413: "body larger than the limit",
+    422: "invalid field (the problem names it)",
+    429: "rate limit exceeded; see Retry-After",
+}
+
+
+def problems(*statuses: int, **texts: str) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for RFC 9457 problem+json answers (``texts`` keyed ``s409``)."""
+    return {
+        status: {
+            "description": texts.get(f"s{status}", _PROBLEM_TEXT[status]),
+            "content": {"application/problem+json": {"schema": PROBLEM_SCHEMA}},
+        }
+        for status in statuses
+    }
 
 
 def iso(value: datetime | None) -> str | None:
@@ -144,11 +188,53 @@ def _encode_cursor(report: dict[str, Any]) -> str:
 def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     try:
         at, rid = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        return datetime.fromisoformat(at), uuid.UUID(rid)
-    except (ValueError, TypeError) as exc:
+        if not isinstance(at, str) or not isinstance(rid, str):
+            raise TypeError("cursor holds an instant and an id")
+        instant = datetime.fromisoformat(at)
+        if instant.tzinfo is None:
+            raise ValueError("cursor instant without offset")
+        return instant.astimezone(UTC), uuid.UUID(rid)
+    except (ValueError, TypeError, OverflowError) as exc:
         raise Problem(
             400, "Invalid cursor", "cursor is not one this API issued", field="cursor"
         ) from exc
+
+
+async def _body_within(request: Request, limit: int) -> bool:
+    """Read a body sent without Content-Length (chunked) up to ``limit`` bytes."""
+    received = bytearray()
+    async for chunk in request.stream():
+        received += chunk
+        if len(received) > limit:
+            return False
+    # Starlette's middleware replays a cached body to the route.
+    request._body = bytes(received)
+    return True
+
+
+def _utc(value: datetime, *, field: str) -> datetime:
+    """The instant in UTC; 422 when it cannot be (year 1 or 9999 at an offset)."""
+    try:
+        return value.astimezone(UTC)
+    except OverflowError as exc:
+        raise Problem(422, "Invalid request", f"{field}: out of range", field=field) from exc
+
+
+def _nul_field(value: object, path: str = "") -> str | None:
+    """Path of the first string containing NUL (PostgreSQL text refuses it)."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, dict):
+        items: list[tuple[str, object]] = [(str(k), v) for k, v in value.items()]
+    elif isinstance(value, list):
+        items = [(str(i), v) for i, v in enumerate(value)]
+    else:
+        return None
+    for key, item in items:
+        found = _nul_field(item, f"{path}.{key}" if path else key)
+        if found is not None:
+            return found
+    return None
 
 
 def build_app(settings: IntakeSettings | None = None) -> FastAPI:
@@ -199,7 +285,9 @@ def build_app(settings: IntakeSettings | None = None) -> FastAPI:
     ) -> Response:
         started = time.perf_counter()
         length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > settings.max_body_bytes):
+        if (
+            length is not None and (not length.isdigit() or int(length) > settings.max_body_bytes)
+        ) or (length is None and not await _body_within(request, settings.max_body_bytes)):
             response: Response = problem_response(
                 413,
                 "Payload too large",
@@ -271,8 +359,10 @@ def build_app(settings: IntakeSettings | None = None) -> FastAPI:
         response_model=Accepted,
         tags=["reports"],
         responses={
-            409: {"description": "idempotency key reused with another body"},
-            422: {"description": "invalid field (problem+json names it)"},
+            200: {"model": Accepted, "description": "idempotent replay of an accepted report"},
+            **problems(
+                401, 403, 409, 413, 422, 429, s409="idempotency key reused with another body"
+            ),
         },
     )
     async def post_report(
@@ -280,7 +370,7 @@ def build_app(settings: IntakeSettings | None = None) -> FastAPI:
         caller: AppDep,
         conn: DbConn,
         response: Response,
-        idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+        idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200)] = None,
     ) -> Accepted:
         """Accept a report; a replay (same Idempotency-Key or client_report_id) returns it."""
         caller.require("reports:write")
@@ -302,7 +392,7 @@ def build_app(settings: IntakeSettings | None = None) -> FastAPI:
         response.headers["Location"] = f"/v1/reports/{result.report['id']}"
         return _accepted(result.report)
 
-    @app.get("/v1/reports/{report_id}", tags=["reports"])
+    @app.get("/v1/reports/{report_id}", tags=["reports"], responses=problems(401, 404, 422))
     async def get_report(report_id: uuid.UUID, conn: DbConn, member: MaybeStaff) -> dict[str, Any]:
         """A report: public view without a token, the staff view by role with one."""
         report = await repository.get_report(conn, report_id=report_id)
@@ -321,7 +411,11 @@ def build_app(settings: IntakeSettings | None = None) -> FastAPI:
         ]
         return view
 
-    @app.get("/v1/reports/{report_id}/timeline", tags=["reports"])
+    @app.get(
+        "/v1/reports/{report_id}/timeline",
+        tags=["reports"],
+        responses=problems(401, 404, 422),
+    )
     async def get_timeline(
         report_id: uuid.UUID, conn: DbConn, member: StaffDep
     ) -> list[dict[str, Any]]:
@@ -339,7 +433,7 @@ def build_app(settings: IntakeSettings | None = None) -> FastAPI:
     @app.post(
         "/v1/reports/{report_id}/actions",
         tags=["reports"],
-        responses={409: {"description": "not allowed in the current state"}},
+        responses=problems(401, 403, 404, 409, 413, 422, s409="not allowed in the current state"),
     )
     async def post_action(
         report_id: uuid.UUID,
@@ -348,11 +442,14 @@ def build_app(settings: IntakeSettings | None = None) -> FastAPI:
         payload: Annotated[dict[str, Any], Body()],
     ) -> dict[str, Any]:
         """Perform a lifecycle action (the body's ``type`` selects it)."""
+        nul = _nul_field(payload)
+        if nul is not None:
+            raise Problem(422, "Invalid action", f"{nul}: contains NUL", field=nul)
         try:
             action: Action = ACTION_ADAPTER.validate_python(payload)
         except ValidationError as exc:
             errors = [
-                {"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]}
+                {"field": ".".join(str(p) for p in e["loc"]) or "type", "message": e["msg"]}
                 for e in exc.errors()
             ]
             raise Problem(
@@ -395,18 +492,18 @@ def build_app(settings: IntakeSettings | None = None) -> FastAPI:
             "report": report_view(report, role=member.role),
         }
 
-    @app.get("/v1/reports", tags=["reports"])
+    @app.get("/v1/reports", tags=["reports"], responses=problems(400, 401, 403, 422))
     async def list_reports(
         conn: DbConn,
         member: StaffDep,
         status: Annotated[list[State] | None, Query()] = None,
-        category: Annotated[list[str] | None, Query(max_length=50)] = None,
-        agency: Annotated[str | None, Query(max_length=100)] = None,
+        category: Annotated[list[QueryText] | None, Query(max_length=50)] = None,
+        agency: Annotated[str | None, Query(max_length=100, pattern=NO_NUL)] = None,
         commune: Annotated[str | None, Query(pattern=r"^\d{5}$")] = None,
         overdue: bool | None = None,
         since: AwareDatetime | None = None,
         until: AwareDatetime | None = None,
-        q: Annotated[str | None, Query(max_length=200)] = None,
+        q: Annotated[str | None, Query(max_length=200, pattern=NO_NUL)] = None,
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
         cursor: Annotated[str | None, Query(max_length=500)] = None,
     ) -> dict[str, Any]:
@@ -423,8 +520,8 @@ def build_app(settings: IntakeSettings | None = None) -> FastAPI:
             "agency_id": agency,
             "commune_code": commune,
             "overdue": overdue,
-            "since": since,
-            "until": until,
+            "since": _utc(since, field="since") if since else None,
+            "until": _utc(until, field="until") if until else None,
             "text": fold_diacritics(q) if q else None,
             "after": _decode_cursor(cursor) if cursor else None,
         }
@@ -441,4 +538,22 @@ def build_app(settings: IntakeSettings | None = None) -> FastAPI:
         return await repository.categories(conn)
 
     app.include_router(open311_router(ctx))
+    _document_action_body(app, "/v1/reports/{report_id}/actions")
     return app
+
+
+def _document_action_body(app: FastAPI, path: str) -> None:
+    """Publish the action union as the documented body (the route parses it by hand)."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = generate()
+            body = ACTION_ADAPTER.json_schema(ref_template="#/components/schemas/{model}")
+            schema["components"]["schemas"].update(body.pop("$defs", {}))
+            content = schema["paths"][path]["post"]["requestBody"]["content"]
+            content["application/json"]["schema"] = body
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -16,6 +16,28 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
+
+from intake import repository
+from intake.domain import (
+    TERMINAL_STATES,
+    Action,
+    Actor,
+    AssignAction,
+    MergeAction,
+    ReportSnapshot,
+    Role,
+    RuleViolation,
+    State,
+    Transition,
+    content_warnings,
+    decide,
+    fold_diacritics,
+    haversine_m,
+    human_number,
+)
+from intake.metrics import SUBMISSIONS, TRANSITIONS
+from intake.schemas import ReportIn
+from intake.settings import IntakeSettings
 from paht_common.clock import Clock
 from paht_common.db import Conn
 from paht_common.events import (
@@ -30,25 +52,6 @@ from paht_common.events import (
 )
 from paht_common.outbox import add_to_outbox
 from paht_common.topics import REPORT_EVENTS
-
-from intake import repository
-from intake.domain import (
-    Action,
-    Actor,
-    AssignAction,
-    ReportSnapshot,
-    Role,
-    State,
-    Transition,
-    content_warnings,
-    decide,
-    fold_diacritics,
-    haversine_m,
-    human_number,
-)
-from intake.metrics import SUBMISSIONS, TRANSITIONS
-from intake.schemas import ReportIn
-from intake.settings import IntakeSettings
 
 logger = logging.getLogger(__name__)
 
@@ -318,6 +321,19 @@ def _event_details(
     return out
 
 
+async def _check_master(conn: Conn, *, report_id: uuid.UUID, duplicate_of: str) -> None:
+    """RuleViolation unless ``duplicate_of`` names another report that is still open."""
+    try:
+        master_id = uuid.UUID(duplicate_of)
+    except ValueError as exc:
+        raise RuleViolation("duplicate_of", "not a report id") from exc
+    master = await repository.get_report(conn, report_id=master_id)
+    if master is None or master_id == report_id:
+        raise RuleViolation("duplicate_of", f"no other report {master_id}")
+    if State(master["state"]) in TERMINAL_STATES:
+        raise RuleViolation("duplicate_of", f"report {master_id} is {master['state']}, not open")
+
+
 async def apply_action(
     conn: Conn,
     *,
@@ -349,6 +365,8 @@ async def apply_action(
         max_extensions=s.max_extensions,
         max_extension_days=s.max_extension_days,
     )
+    if isinstance(action, MergeAction):
+        await _check_master(conn, report_id=report_id, duplicate_of=action.duplicate_of)
     fields = _fields_after(report, transition, agency_name=agency_name, now=now)
     await repository.update_after_transition(conn, report_id=report_id, fields=fields, at=now)
     details = _event_details(transition.details)

@@ -24,7 +24,14 @@ _PHONE_RE = re.compile(r"^\+?[0-9][0-9 .-]{7,18}[0-9]$")
 _CODE_RE = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z][A-Z0-9_]*)*$")
 
 
+def _no_control(value: str | None) -> str | None:
+    if value is not None and any(unicodedata.category(c) == "Cc" for c in value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
 def _nfc(value: str | None) -> str | None:
+    _no_control(value)
     return None if value is None else unicodedata.normalize("NFC", value).strip() or None
 
 
@@ -88,6 +95,11 @@ class ReportIn(BaseModel):
     client_report_id: Annotated[str | None, Field(min_length=1, max_length=100)] = None
     urgency: UrgencyIn = "normal"
     media_urls: Annotated[list[AnyHttpUrl], Field(max_length=10)] = Field(default_factory=list)
+
+    @field_validator("client_report_id")
+    @classmethod
+    def _client_id(cls, value: str | None) -> str | None:
+        return _no_control(value)
 
     @field_validator("category")
     @classmethod

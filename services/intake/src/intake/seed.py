@@ -6,11 +6,10 @@ import json
 import uuid
 from pathlib import Path
 
-from paht_common.runtime import connect_with_retry
-
 from intake import repository
 from intake.auth import hash_key
 from intake.settings import IntakeSettings
+from paht_common.runtime import connect_with_retry
 
 CATEGORIES_FILE = Path(__file__).resolve().parents[2] / "seeds" / "categories_bn.json"
 DEV_APP = "demo-app"
