@@ -5,16 +5,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
 import secrets
-import shutil
-import tempfile
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,7 +18,7 @@ import pytest
 from aiohttp import web
 from standardwebhooks import Webhook
 
-from paht_devenv.environment import DEV_API_KEY, SERVICES, Environment, Ports
+from paht_devenv.environment import DEV_API_KEY, SERVICES, Environment, throwaway_environment
 
 pytestmark = pytest.mark.e2e
 
@@ -34,17 +30,9 @@ HEADERS = {"X-API-Key": DEV_API_KEY}
 @pytest.fixture(scope="module")
 def system() -> Iterator[Environment]:
     """Everything started the way `make run` starts it, on free ports in a temp dir."""
-    state = Path(tempfile.mkdtemp(prefix="paht-e2e-"))
-    env = Environment(
-        state_dir=state, ports=Ports.free(), with_prometheus=True, extra_env={"PAHT_ENV": "test"}
-    )
-    try:
+    with throwaway_environment("paht-e2e-", with_prometheus=True) as env:
         env.start_all()
         yield env
-    finally:
-        env.stop_all()
-        if not os.environ.get("PAHT_KEEP_TEST_STATE"):
-            shutil.rmtree(state, ignore_errors=True)
 
 
 @dataclass

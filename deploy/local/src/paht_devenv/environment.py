@@ -7,11 +7,14 @@ The same code serves ``make run`` (state in ``.paht/``, default ports) and the t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -211,14 +214,14 @@ class Environment:
         if self.with_prometheus:
             self.prometheus.start()
 
-    def stop_all(self) -> None:
+    def stop_all(self, *, postgres_mode: str = "fast") -> None:
         """Services first, then Prometheus, Kafka and PostgreSQL."""
         for name in SERVICES:
             self.service(name).stop()
         if self.with_prometheus:
             self.prometheus.process().stop()
         self.kafka.stop()
-        self.postgres.stop()
+        self.postgres.stop(mode=postgres_mode)
 
     def status(self) -> Mapping[str, str]:
         """Component name -> running/stopped (and pid)."""
@@ -245,3 +248,24 @@ def local_environment() -> Environment:
     """The developer's environment: state in .paht/, default (or PAHT_*_PORT) ports."""
     state = Path(os.environ.get("PAHT_STATE_DIR", REPO_ROOT / ".paht" / "local"))
     return Environment(state_dir=state, ports=Ports.from_env())
+
+
+@contextlib.contextmanager
+def throwaway_environment(prefix: str, *, with_prometheus: bool) -> Iterator[Environment]:
+    """An Environment in a fresh temp dir on free ports, stopped and deleted afterwards.
+
+    Set PAHT_KEEP_TEST_STATE=1 to keep the directory (data and logs) for a post-mortem.
+    """
+    state = Path(tempfile.mkdtemp(prefix=prefix))
+    env = Environment(
+        state_dir=state,
+        ports=Ports.free(),
+        with_prometheus=with_prometheus,
+        extra_env={"PAHT_ENV": "test"},
+    )
+    try:
+        yield env
+    finally:
+        env.stop_all(postgres_mode="immediate")
+        if not os.environ.get("PAHT_KEEP_TEST_STATE"):
+            shutil.rmtree(state, ignore_errors=True)

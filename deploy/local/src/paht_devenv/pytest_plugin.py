@@ -7,37 +7,22 @@ development system. A component that fails to start is a test error, never a ski
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import tempfile
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import asyncpg
 import pytest
 
 from paht_common.db import create_pool, ensure_database, with_database
 from paht_common.testing import random_id
-from paht_devenv.environment import SERVICES, Environment, Ports
+from paht_devenv.environment import Environment, throwaway_environment
 
 
 @pytest.fixture(scope="session")
 def infra() -> Iterator[Environment]:
     """PostgreSQL + Kafka (with every topic) for the session; stopped at the end."""
-    state = Path(tempfile.mkdtemp(prefix="paht-test-"))
-    env = Environment(
-        state_dir=state, ports=Ports.free(), with_prometheus=False, extra_env={"PAHT_ENV": "test"}
-    )
-    try:
+    with throwaway_environment("paht-test-", with_prometheus=False) as env:
         env.start_infrastructure()
         yield env
-    finally:
-        for name in SERVICES:
-            env.service(name).stop(timeout=10)
-        env.kafka.stop()
-        env.postgres.stop(mode="immediate")
-        if not os.environ.get("PAHT_KEEP_TEST_STATE"):
-            shutil.rmtree(state, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

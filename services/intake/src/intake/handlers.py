@@ -38,7 +38,7 @@ from intake.domain import (
 from intake.metrics import SUBMISSIONS, TRANSITIONS
 from intake.schemas import ReportIn
 from intake.settings import IntakeSettings
-from paht_common.clock import Clock
+from paht_common.clock import LOCAL_TZ, Clock
 from paht_common.db import Conn
 from paht_common.events import (
     Envelope,
@@ -159,7 +159,9 @@ async def submit_report(
     try:
         async with conn.transaction():
             number = human_number(
-                ctx.settings.number_prefix, now.year, await repository.next_number(conn)
+                ctx.settings.number_prefix,
+                now.astimezone(LOCAL_TZ).year,
+                await repository.next_number(conn),
             )
             values = {
                 "id": report_id,

@@ -365,7 +365,8 @@ def list_query(filters: dict[str, Any], *, limit: int) -> tuple[str, list[Any]]:
     if filters.get("updated_after"):
         add("r.updated_at > ?", filters["updated_after"])
     if filters.get("text"):
-        add("r.search_text LIKE ?", "%" + filters["text"] + "%")
+        escaped = filters["text"].replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        add("r.search_text LIKE ? ESCAPE '\\'", "%" + escaped + "%")
     if filters.get("ids"):
         add("r.id = ANY(?::uuid[])", filters["ids"])
     if filters.get("after"):

@@ -16,6 +16,11 @@ DEV_APP = "demo-app"
 DEV_SCOPES = ("reports:write", "reports:read")
 
 
+def _description(group_name: str, name: str) -> str:
+    """'Hạ tầng – Chiếu sáng công cộng'; a top-level category is just its name."""
+    return name if group_name == name else f"{group_name} – {name}"
+
+
 async def seed(settings: IntakeSettings) -> None:
     """Upsert the catalogue; register the dev key for ``demo-app`` unless disabled."""
     data = json.loads(CATEGORIES_FILE.read_text(encoding="utf-8"))
@@ -29,7 +34,7 @@ async def seed(settings: IntakeSettings) -> None:
                     group_code=c["group"],
                     name_vi=c["name_vi"],
                     name_en=c["name_en"],
-                    description=f"{data['groups'][c['group']]} – {c['name_vi']}",
+                    description=_description(data["groups"][c["group"]], c["name_vi"]),
                     keywords=c["keywords"],
                 )
             if settings.dev_api_key and settings.env != "production":
