@@ -73,3 +73,4 @@ bench: bootstrap
 	$(PY) python bench/bench_calendar.py
 	$(PY) python bench/bench_sla.py --quick
 	$(PY) python bench/bench_intake.py
+	$(PY) python bench/bench_e2e_latency.py
