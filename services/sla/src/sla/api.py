@@ -27,7 +27,7 @@ from paht_common.runtime import Runtime
 from paht_common.topics import REPORT_EVENTS, ROUTING_EVENTS
 from sla import repository
 from sla.calendar import BusinessCalendar, CalendarError, CalendarOverride, OverrideKind, Unit
-from sla.domain import Policy, Target, target_seconds
+from sla.domain import Policy, Target, build_marks, target_seconds
 from sla.handlers import CalendarCache, SlaContext, handle_event
 from sla.scanner import run_scanner
 from sla.settings import SlaSettings
@@ -149,7 +149,12 @@ def build_app(settings: SlaSettings | None = None) -> FastAPI:
     """The FastAPI app whose lifespan runs the runtime, faust worker and scanner."""
     settings = settings or SlaSettings()
     clock = SystemClock()
-    ctx = SlaContext(clock=clock, calendars=CalendarCache(), province=settings.province_code)
+    ctx = SlaContext(
+        clock=clock,
+        calendars=CalendarCache(),
+        province=settings.province_code,
+        marks=build_marks(settings.warning_percents, settings.escalations),
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

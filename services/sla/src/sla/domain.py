@@ -411,10 +411,49 @@ def threshold_instants(
     return out
 
 
-DEFAULT_MARKS: tuple[Mark, ...] = (
+DEFAULT_MARKS: tuple[Mark, ...] = (  # the same as build_marks([50, 75], ["8wh:…", "3wd:…"])
     Mark("50", 50, "officer"),
     Mark("75", 75, "officer"),
     Mark("100", 100, "agency_leader"),
     Mark("100+8wh", 100, "coordinator", Target(8, Unit.WORKING_HOURS)),
     Mark("100+3wd", 100, "province_leadership", Target(3, Unit.WORKING_DAYS)),
 )
+
+
+_ESCALATION_UNITS = {
+    "wh": Unit.WORKING_HOURS,
+    "wd": Unit.WORKING_DAYS,
+    "cd": Unit.CALENDAR_DAYS,
+    "min": Unit.MINUTES,
+}
+
+
+def build_marks(
+    warning_percents: Sequence[int],
+    escalations: Sequence[str],
+    *,
+    warning_level: str = "officer",
+    breach_level: str = "agency_leader",
+) -> tuple[Mark, ...]:
+    """Marks from configuration: warnings (1..99 %), the breach, and escalations.
+
+    An escalation is ``"<amount><unit>:<level>"`` counted after the due instant, with unit
+    wh, wd, cd or min, e.g. ``"8wh:coordinator"``. ValueError names the bad entry.
+    """
+    marks: list[Mark] = []
+    for percent in sorted(set(warning_percents)):
+        if not 0 < percent < 100:
+            raise ValueError(f"warning percent {percent} must be between 1 and 99")
+        marks.append(Mark(str(percent), percent, warning_level))
+    marks.append(Mark("100", 100, breach_level))
+    for entry in escalations:
+        span, sep, level = entry.partition(":")
+        unit_key = span.lstrip("0123456789.")
+        amount_text = span[: len(span) - len(unit_key)]
+        if not sep or not level or unit_key not in _ESCALATION_UNITS or not amount_text:
+            raise ValueError(f"escalation {entry!r} must look like '8wh:coordinator'")
+        amount = float(amount_text)
+        if amount <= 0:
+            raise ValueError(f"escalation {entry!r} needs a positive span")
+        marks.append(Mark(f"100+{span}", 100, level, Target(amount, _ESCALATION_UNITS[unit_key])))
+    return tuple(marks)
