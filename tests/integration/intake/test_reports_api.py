@@ -450,6 +450,17 @@ async def test_public_view_has_no_reporter_and_no_flags(intake):
     for private in ("reporter", "flags", "client_report_id", "source_app", "allowed_actions"):
         assert private not in view
     assert "Nguyễn Văn An" not in response.text
+    assert view["description"] is None  # it carries a phone number
+    assert "0912345678" not in response.text
+
+
+async def test_public_view_shows_an_ordinary_description(intake):
+    created = await intake.submit(description="Ổ gà lớn trên đường Nguyễn Văn Cừ")
+
+    response = await intake.client.get(f"/v1/reports/{created['id']}")
+
+    assert response.status_code == 200
+    assert response.json()["description"] == "Ổ gà lớn trên đường Nguyễn Văn Cừ"
 
 
 async def test_coordinator_sees_the_reporter(intake):

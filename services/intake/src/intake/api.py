@@ -56,6 +56,7 @@ from paht_common.runtime import Runtime
 from paht_common.topics import ROUTING_EVENTS, SLA_EVENTS
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
+PERSONAL_DATA_FLAGS = frozenset({"phone_number", "id_number", "email"})
 CONSUMER = "intake"
 NO_NUL = r"^[^\x00]*$"
 QueryText = Annotated[str, StringConstraints(max_length=100, pattern=NO_NUL)]
@@ -143,7 +144,13 @@ def report_view(
     }
     published = state in (State.PUBLISHED, State.RATED, State.CLOSED)
     if role is None:
-        view["description"] = report["description"] if report["public"] else None
+        # the public never sees text that may carry personal data or a rejected matter
+        shown = (
+            report["public"]
+            and state is not State.REJECTED
+            and not set(report["flags"]) & PERSONAL_DATA_FLAGS
+        )
+        view["description"] = report["description"] if shown else None
         view["response"] = report["response_text"] if published and report["public"] else None
         return view
     view.update(
