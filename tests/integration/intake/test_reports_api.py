@@ -712,3 +712,17 @@ async def test_officer_lists_only_their_agency(intake):
     assert listed == [mine["id"]]
     assert intake.problem(other_agency, 403) == {"agency"}
     assert len(await list_ids(intake, intake.staff("supervisor"))) == 3
+
+
+async def test_http_metrics_are_labelled_by_route_template(intake):
+    created = await intake.submit()
+    await intake.client.get(f"/v1/reports/{created['id']}")
+
+    metrics = await intake.client.get("/metrics")
+
+    assert metrics.status_code == 200
+    assert 'intake_http_requests_total{method="POST",route="/v1/reports",status="202"}' in (
+        metrics.text
+    )
+    assert 'route="/v1/reports/{report_id}"' in metrics.text
+    assert created["id"] not in metrics.text  # ids never become label values

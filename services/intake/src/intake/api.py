@@ -17,7 +17,6 @@ from typing import Annotated, Any
 from fastapi import Body, Depends, FastAPI, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, StringConstraints, ValidationError
-from starlette.routing import Match
 
 from intake import repository
 from intake.auth import App, AuthError, JwtVerifier, RateLimiter, Staff, hash_key
@@ -303,12 +302,8 @@ def build_app(settings: IntakeSettings | None = None) -> FastAPI:
             )
         else:
             response = await call_next(request)
-        route = "unmatched"
-        for candidate in request.app.router.routes:
-            match, _ = candidate.matches(request.scope)
-            if match is Match.FULL:
-                route = getattr(candidate, "path", "unmatched")
-                break
+        # the router records the matched route in the scope; its template keeps labels few
+        route = getattr(request.scope.get("route"), "path", "unmatched")
         HTTP_REQUESTS.labels(request.method, route, str(response.status_code)).inc()
         HTTP_SECONDS.labels(request.method, route).observe(time.perf_counter() - started)
         return response
