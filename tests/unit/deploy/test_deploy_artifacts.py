@@ -28,6 +28,7 @@ from paht_common.topics import ALL_TOPICS, DEFAULT_PARTITIONS
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 DEPLOY = REPO_ROOT / "deploy"
+IMAGES = REPO_ROOT / "deploy/docker"  # Dockerfiles and the PostgreSQL init script
 COMPOSE_FILE = DEPLOY / "compose.yaml"
 COMPOSE_SCHEMA = Path(__file__).with_name("compose-spec.json")
 PROMETHEUS_CONFIG = DEPLOY / "prometheus" / "prometheus.compose.yml"
@@ -98,7 +99,7 @@ class Instruction:
 
 def dockerfile(service: str) -> list[Instruction]:
     """Instructions of deploy/docker/<service>.Dockerfile, continuation lines joined."""
-    text = (DEPLOY / "docker" / f"{service}.Dockerfile").read_text(encoding="utf-8")
+    text = (IMAGES / f"{service}.Dockerfile").read_text(encoding="utf-8")
     logical: list[str] = []
     pending = ""
     for raw in text.splitlines():
@@ -295,7 +296,7 @@ def test_each_service_starts_after_healthy_infrastructure_topics_and_its_migrati
 def test_postgres_init_script_creates_every_service_database() -> None:
     services = compose()["services"]
     target = compose_mount("postgres", "./docker/postgres-init.sql")
-    sql = (DEPLOY / "docker" / "postgres-init.sql").read_text(encoding="utf-8")
+    sql = (IMAGES / "postgres-init.sql").read_text(encoding="utf-8")
 
     created = set(re.findall(r"CREATE DATABASE (\w+);", sql))
 
@@ -416,7 +417,7 @@ def test_dockerfile_command_module_has_a_main_entry_point(service: str) -> None:
 
 @pytest.mark.parametrize("service", SERVICES)
 def test_dockerignore_of_each_dockerfile_keeps_every_copied_path(service: str) -> None:
-    lines = (DEPLOY / "docker" / f"{service}.Dockerfile.dockerignore").read_text().splitlines()
+    lines = (IMAGES / f"{service}.Dockerfile.dockerignore").read_text().splitlines()
     patterns = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
     kept = [p[1:] for p in patterns if p.startswith("!")]
 
