@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -150,21 +152,30 @@ class Intake:
         return events
 
     async def count(self, table: str) -> int:
-        assert table in {"reports", "outbox", "report_timeline", "reporters"}
+        assert table in {
+            "reports",
+            "outbox",
+            "report_timeline",
+            "reporters",
+            "media",
+            "report_media",
+        }
         async with self.pool.acquire() as conn:
             return int(await conn.fetchval(f"SELECT count(*) FROM {table}"))
 
 
-@pytest.fixture
-async def intake(
-    fresh_database: str, kafka_bootstrap: str, tmp_path: Path
+@asynccontextmanager
+async def running_intake(
+    database_url: str, kafka_bootstrap: str, tmp_path: Path, **overrides: Any
 ) -> AsyncIterator[Intake]:
-    """A migrated, seeded intake app running its lifespan, with an httpx client on it."""
+    """Migrate and seed the database, then run an intake app (settings overridable)."""
     settings = IntakeSettings(
-        database_url=fresh_database,
+        database_url=database_url,
         kafka_bootstrap=kafka_bootstrap,
         jwt_dev_key_dir=tmp_path,
         dev_api_key=random_id("test-key-"),
+        media_dir=tmp_path / "media",
+        **overrides,
     )
     await migrate(settings, MIGRATIONS)
     await seed.seed(settings)
@@ -173,3 +184,20 @@ async def intake(
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             yield Intake(app, client, settings, settings.dev_api_key, tmp_path)
+
+
+@pytest.fixture
+async def intake(
+    fresh_database: str, kafka_bootstrap: str, tmp_path: Path
+) -> AsyncIterator[Intake]:
+    """A migrated, seeded intake app running its lifespan, with an httpx client on it."""
+    async with running_intake(fresh_database, kafka_bootstrap, tmp_path) as running:
+        yield running
+
+
+@pytest.fixture
+def intake_with(
+    fresh_database: str, kafka_bootstrap: str, tmp_path: Path
+) -> Callable[..., AbstractAsyncContextManager[Intake]]:
+    """Start an intake app with overridden settings: ``async with intake_with(x=1) as it``."""
+    return functools.partial(running_intake, fresh_database, kafka_bootstrap, tmp_path)

@@ -4,7 +4,9 @@ Run: ``python -m intake`` (serves on INTAKE_HTTP_PORT). Upstream apps authentica
 ``X-API-Key``; staff with ``Authorization: Bearer <JWT>``.
 """
 
+import asyncio
 import base64
+import hashlib
 import json
 import time
 import uuid
@@ -14,11 +16,24 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Body, Depends, FastAPI, Header, Query, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi import (
+    Body,
+    Depends,
+    FastAPI,
+    File,
+    Header,
+    Query,
+    Request,
+    Response,
+    UploadFile,
+)
+from fastapi import (
+    Path as PathParam,
+)
+from fastapi.responses import FileResponse, JSONResponse
 from pydantic import AwareDatetime, StringConstraints, ValidationError
 
-from intake import repository
+from intake import media, repository
 from intake.auth import App, AuthError, JwtVerifier, RateLimiter, Staff, hash_key
 from intake.domain import (
     ACTION_ADAPTER,
@@ -59,6 +74,9 @@ PERSONAL_DATA_FLAGS = frozenset({"phone_number", "id_number", "email"})
 CONSUMER = "intake"
 NO_NUL = r"^[^\x00]*$"
 QueryText = Annotated[str, StringConstraints(max_length=100, pattern=NO_NUL)]
+Sha256 = Annotated[str, PathParam(pattern=r"^[0-9a-f]{64}$")]
+BINARY = {"schema": {"type": "string", "format": "binary"}}
+MEDIA_CONTENT = {t: BINARY for t in sorted(media.SUPPORTED_TYPES)}
 
 
 PROBLEM_SCHEMA: dict[str, Any] = {
@@ -87,6 +105,7 @@ _PROBLEM_TEXT = {
     404: "no such report (or not visible to the caller)",
     409: "conflicts with the current state",
     413: "body larger than the limit",
+    415: "unsupported media type (the problem names the field)",
     422: "invalid field (the problem names it)",
     429: "rate limit exceeded; see Retry-After",
 }
@@ -108,8 +127,24 @@ def iso(value: datetime | None) -> str | None:
     return to_local_iso(value) if value is not None else None
 
 
+def media_view(row: dict[str, Any]) -> dict[str, Any]:
+    """A stored file as listed to staff and answered to an upload."""
+    thumb = row["thumbnail_sha256"]
+    return {
+        "sha256": row["sha256"],
+        "content_type": row["content_type"],
+        "size": row["size"],
+        "url": f"/v1/media/{row['sha256']}",
+        "thumbnail_url": f"/v1/media/{row['sha256']}/thumbnail" if thumb else None,
+    }
+
+
 def report_view(
-    report: dict[str, Any], *, role: Role | None, reporter: dict[str, Any] | None = None
+    report: dict[str, Any],
+    *,
+    role: Role | None,
+    reporter: dict[str, Any] | None = None,
+    media_rows: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """A report as the caller may see it: public callers get published content only."""
     state = State(report["state"])
@@ -168,6 +203,8 @@ def report_view(
             "source_app": report["source_app"],
         }
     )
+    if media_rows is not None:
+        view["media"] = [media_view(m) for m in media_rows]
     if role is Role.COORDINATOR and reporter is not None:
         view["reporter"] = reporter
     return view
@@ -216,6 +253,12 @@ async def _body_within(request: Request, limit: int) -> bool:
     # Starlette's middleware replays a cached body to the route.
     request._body = bytes(received)
     return True
+
+
+def _is_media_upload(path: str) -> bool:
+    """Whether the path is POST /v1/reports/{report_id}/media (the only multipart route)."""
+    parts = path.strip("/").split("/")
+    return len(parts) == 4 and parts[:2] == ["v1", "reports"] and parts[3] == "media"
 
 
 def _utc(value: datetime, *, field: str) -> datetime:
@@ -291,14 +334,15 @@ def build_app(settings: IntakeSettings | None = None) -> FastAPI:
     ) -> Response:
         started = time.perf_counter()
         length = request.headers.get("content-length")
-        if (
-            length is not None and (not length.isdigit() or int(length) > settings.max_body_bytes)
-        ) or (length is None and not await _body_within(request, settings.max_body_bytes)):
+        limit = settings.max_body_bytes
+        content_type = request.headers.get("content-type", "").lower()
+        if content_type.startswith("multipart/form-data") and _is_media_upload(request.url.path):
+            limit = settings.max_multipart_bytes
+        if (length is not None and (not length.isdigit() or int(length) > limit)) or (
+            length is None and not await _body_within(request, limit)
+        ):
             response: Response = problem_response(
-                413,
-                "Payload too large",
-                f"the body may be at most {settings.max_body_bytes} bytes",
-                field="body",
+                413, "Payload too large", f"the body may be at most {limit} bytes", field="body"
             )
         else:
             response = await call_next(request)
@@ -407,7 +451,8 @@ def build_app(settings: IntakeSettings | None = None) -> FastAPI:
             if member.role is Role.COORDINATOR
             else None
         )
-        view = report_view(report, role=member.role, reporter=reporter)
+        attached = await repository.media_of(conn, report_id=report_id)
+        view = report_view(report, role=member.role, reporter=reporter, media_rows=attached)
         view["allowed_actions"] = [
             a.value for a in allowed_actions(snapshot_of(report), member.actor())
         ]
@@ -533,6 +578,144 @@ def build_app(settings: IntakeSettings | None = None) -> FastAPI:
             "items": [report_view(r, role=member.role) for r in page],
             "next_cursor": _encode_cursor(page[-1]) if more and page else None,
         }
+
+    @app.post(
+        "/v1/reports/{report_id}/media",
+        status_code=201,
+        tags=["media"],
+        responses=problems(
+            401,
+            403,
+            404,
+            413,
+            415,
+            422,
+            429,
+            s413="a file (or the body) larger than the limit",
+            s415="a file that is not JPEG, PNG, WebP, MP4 or QuickTime (sniffed from its bytes)",
+        ),
+    )
+    async def post_media(
+        report_id: uuid.UUID,
+        caller: AppDep,
+        conn: DbConn,
+        files: Annotated[list[UploadFile], File(description="photos or videos")],
+    ) -> dict[str, Any]:
+        """Attach photos/videos to a report the caller's app submitted (idempotent per file)."""
+        caller.require("reports:write")
+        report = await repository.get_report(conn, report_id=report_id)
+        if report is None or report["source_app"] != caller.app_id:
+            raise Problem(404, "Not found", f"no report {report_id}", field="report_id")
+        if len(files) > settings.max_media_files:
+            raise Problem(
+                422,
+                "Too many files",
+                f"a report carries at most {settings.max_media_files} files",
+                field="files",
+            )
+        blobs: list[bytes] = []
+        for index, upload in enumerate(files):
+            data = await upload.read(settings.max_media_bytes + 1)
+            if len(data) > settings.max_media_bytes:
+                raise Problem(
+                    413,
+                    "File too large",
+                    f"files[{index}]: at most {settings.max_media_bytes} bytes",
+                    field="files",
+                )
+            if media.sniff(data) is None:
+                raise Problem(
+                    415,
+                    "Unsupported media type",
+                    f"files[{index}]: not JPEG, PNG, WebP, MP4 or QuickTime",
+                    field="files",
+                )
+            blobs.append(data)
+        stored: list[media.StoredMedia] = []
+        async with conn.transaction():
+            await repository.get_report(conn, report_id=report_id, for_update=True)
+            attached = await repository.media_shas_of(conn, report_id=report_id)
+            new = {hashlib.sha256(b).hexdigest() for b in blobs} - attached
+            if len(attached) + len(new) > settings.max_media_files:
+                raise Problem(
+                    422,
+                    "Too many files",
+                    f"a report carries at most {settings.max_media_files} files "
+                    f"({len(attached)} already attached)",
+                    field="files",
+                )
+            for index, data in enumerate(blobs):
+                try:
+                    item = await asyncio.to_thread(media.store, data, root=settings.media_dir)
+                except media.MediaError as exc:
+                    raise Problem(
+                        415, "Unsupported media type", f"files[{index}]: {exc}", field="files"
+                    ) from exc
+                await repository.attach_media(
+                    conn,
+                    report_id=report_id,
+                    sha256=item.sha256,
+                    content_type=item.content_type,
+                    size=item.size,
+                    thumbnail_sha256=item.thumbnail_sha256,
+                )
+                if all(s.sha256 != item.sha256 for s in stored):
+                    stored.append(item)
+        return {
+            "media": [
+                media_view(
+                    {
+                        "sha256": s.sha256,
+                        "content_type": s.content_type,
+                        "size": s.size,
+                        "thumbnail_sha256": s.thumbnail_sha256,
+                    }
+                )
+                for s in stored
+            ]
+        }
+
+    def _media_file(sha256: str, content_type: str) -> FileResponse:
+        path = media.path_of(settings.media_dir, sha256)
+        if not path.is_file():
+            raise Problem(404, "Not found", f"no media {sha256}", field="sha256")
+        return FileResponse(
+            path,
+            media_type=content_type,
+            headers={
+                "Cache-Control": "private, max-age=86400",
+                "X-Content-Type-Options": "nosniff",
+            },
+        )
+
+    @app.get(
+        "/v1/media/{sha256}",
+        tags=["media"],
+        response_class=FileResponse,
+        responses={200: {"content": MEDIA_CONTENT}, **problems(401, 404, 422)},
+    )
+    async def get_media(sha256: Sha256, conn: DbConn, member: StaffDep) -> FileResponse:
+        """An uploaded file, as its sniffed content type (staff only: photos show people)."""
+        row = await repository.media(conn, sha256=sha256)
+        if row is None:
+            raise Problem(404, "Not found", f"no media {sha256}", field="sha256")
+        return _media_file(sha256, row["content_type"])
+
+    @app.get(
+        "/v1/media/{sha256}/thumbnail",
+        tags=["media"],
+        response_class=FileResponse,
+        responses={
+            200: {"content": {"image/jpeg": BINARY}},
+            **problems(401, 404, 422),
+        },
+    )
+    async def get_media_thumbnail(sha256: Sha256, conn: DbConn, member: StaffDep) -> FileResponse:
+        """The JPEG thumbnail of an uploaded image (404 for videos)."""
+        row = await repository.media(conn, sha256=sha256)
+        if row is None or row["thumbnail_sha256"] is None:
+            raise Problem(404, "Not found", f"no thumbnail of {sha256}", field="sha256")
+        return _media_file(row["thumbnail_sha256"], "image/jpeg")
 
     @app.get("/v1/categories", tags=["catalogue"])
     async def get_categories(conn: DbConn) -> list[dict[str, Any]]:

@@ -386,3 +386,53 @@ async def list_reports(conn: Conn, *, filters: dict[str, Any], limit: int) -> li
     """Reports matching filters, newest first."""
     sql, args = list_query(filters, limit=limit)
     return [dict(r) for r in await conn.fetch(sql, *args)]
+
+
+# --- media ------------------------------------------------------------------------------
+
+INSERT_MEDIA = """
+INSERT INTO media (sha256, content_type, size, thumbnail_sha256) VALUES ($1, $2, $3, $4)
+ON CONFLICT (sha256) DO NOTHING
+"""
+ATTACH_MEDIA = """
+INSERT INTO report_media (report_id, sha256, position)
+VALUES ($1, $2, (SELECT coalesce(max(position), 0) + 1 FROM report_media WHERE report_id = $1))
+ON CONFLICT (report_id, sha256) DO NOTHING
+"""
+MEDIA_SHAS_OF = "SELECT sha256 FROM report_media WHERE report_id = $1"
+MEDIA_OF = """
+SELECT m.sha256, m.content_type, m.size, m.thumbnail_sha256
+FROM report_media rm JOIN media m ON m.sha256 = rm.sha256
+WHERE rm.report_id = $1 ORDER BY rm.position
+"""
+MEDIA = "SELECT sha256, content_type, size, thumbnail_sha256 FROM media WHERE sha256 = $1"
+
+
+async def media_shas_of(conn: Conn, *, report_id: uuid.UUID) -> set[str]:
+    """Digests of the files attached to a report."""
+    return {r["sha256"] for r in await conn.fetch(MEDIA_SHAS_OF, report_id)}
+
+
+async def attach_media(
+    conn: Conn,
+    *,
+    report_id: uuid.UUID,
+    sha256: str,
+    content_type: str,
+    size: int,
+    thumbnail_sha256: str | None,
+) -> None:
+    """Record a stored file and attach it to a report (both idempotent)."""
+    await conn.execute(INSERT_MEDIA, sha256, content_type, size, thumbnail_sha256)
+    await conn.execute(ATTACH_MEDIA, report_id, sha256)
+
+
+async def media_of(conn: Conn, *, report_id: uuid.UUID) -> list[dict[str, Any]]:
+    """The files attached to a report, in upload order."""
+    return [dict(r) for r in await conn.fetch(MEDIA_OF, report_id)]
+
+
+async def media(conn: Conn, *, sha256: str) -> dict[str, Any] | None:
+    """One stored file's record."""
+    row = await conn.fetchrow(MEDIA, sha256)
+    return None if row is None else dict(row)

@@ -31,10 +31,20 @@ class IntakeSettings(BaseServiceSettings):
     duplicate_radius_m: float = 50.0
     duplicate_window_days: int = 7
     max_body_bytes: int = 1_000_000
+    media_dir: Path = Path(".paht/media")
+    """Content-addressed store of uploaded photos and videos (and their thumbnails)."""
+    max_media_bytes: int = 10_000_000
+    max_media_files: int = 5
+    """Most files one report may carry."""
     max_reopens: int = 2
     reopen_window_days: int = 30
     max_extensions: int = 1
     max_extension_days: int = 5
+
+    @property
+    def max_multipart_bytes(self) -> int:
+        """Body limit of a media upload: every file at its largest plus 1 MB of framing."""
+        return self.max_media_files * self.max_media_bytes + 1_000_000
 
     def secret_fields(self) -> dict[str, str]:
         """Secrets refused when they keep a development default in production."""

@@ -1,0 +1,152 @@
+"""Uploaded media: type sniffed from the bytes, stored content-addressed, images thumbnailed.
+
+A file lives at ``root/<sha[:2]>/<sha>`` where ``sha`` is the SHA-256 of its bytes; a file
+already there is never rewritten (same bytes, same path). Image thumbnails are JPEG files
+stored the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, ImageOps
+
+THUMBNAIL_PX = 320
+MAX_IMAGE_PIXELS = 50_000_000
+"""Larger images are refused before decoding (decompression bombs)."""
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/webp"})
+SUPPORTED_TYPES = IMAGE_TYPES | {"video/mp4", "video/quicktime"}
+
+_MP4_BRANDS = frozenset(
+    {
+        b"isom",
+        b"iso2",
+        b"iso3",
+        b"iso4",
+        b"iso5",
+        b"iso6",
+        b"mp41",
+        b"mp42",
+        b"avc1",
+        b"M4V ",
+        b"M4VH",
+        b"M4VP",
+        b"dash",
+        b"mmp4",
+        b"MSNV",
+        b"f4v ",
+    }
+)
+"""Major brands of an ``ftyp`` box that are MP4 video (HEIC/AVIF share the box: refused)."""
+
+
+class MediaError(Exception):
+    """The bytes cannot be stored as media (unsupported or corrupt)."""
+
+
+@dataclass(frozen=True)
+class StoredMedia:
+    """One stored file."""
+
+    sha256: str
+    content_type: str
+    size: int
+    path: Path
+    thumbnail_sha256: str | None
+
+
+def sniff(data: bytes) -> str | None:
+    """The media type of ``data`` from its magic bytes; None when not a supported type."""
+    if data.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    if len(data) >= 12 and data[4:8] == b"ftyp":
+        brand = data[8:12]
+        if brand == b"qt  ":
+            return "video/quicktime"
+        if brand in _MP4_BRANDS:
+            return "video/mp4"
+        return None
+    if len(data) >= 8 and data[4:8] in (b"moov", b"wide") and int.from_bytes(data[:4]) >= 8:
+        return "video/quicktime"  # QuickTime files older than the ftyp box
+    return None
+
+
+def path_of(root: Path, sha256: str) -> Path:
+    """Where the file with this digest is (or would be) stored."""
+    if not SHA256_RE.match(sha256):
+        raise ValueError("not a SHA-256 hex digest")
+    return root / sha256[:2] / sha256
+
+
+def thumbnail(data: bytes) -> bytes:
+    """A JPEG at most THUMBNAIL_PX on its longer side, upright per its EXIF orientation."""
+    try:
+        with Image.open(io.BytesIO(data)) as opened:
+            width, height = opened.size
+            if width * height > MAX_IMAGE_PIXELS:
+                raise MediaError("image too large in pixels")
+            opened.draft("RGB", (THUMBNAIL_PX, THUMBNAIL_PX))  # JPEG: decode downscaled
+            image = ImageOps.exif_transpose(opened)
+            image.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX))
+            if image.mode in ("RGBA", "LA", "P", "PA"):
+                rgba = image.convert("RGBA")
+                flat = Image.new("RGB", rgba.size, (255, 255, 255))
+                flat.paste(rgba, mask=rgba.getchannel("A"))
+                image = flat
+            elif image.mode != "RGB":
+                image = image.convert("RGB")
+            out = io.BytesIO()
+            image.save(out, format="JPEG", quality=80, optimize=True)
+            return out.getvalue()
+    except MediaError:
+        raise
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise MediaError("not a valid image") from exc
+
+
+def _write_once(data: bytes, *, root: Path) -> tuple[str, Path]:
+    """Store ``data`` content-addressed (atomically, only if absent); its digest and path."""
+    sha = hashlib.sha256(data).hexdigest()
+    target = path_of(root, sha)
+    if target.exists():
+        return sha, target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{sha}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return sha, target
+
+
+def store(data: bytes, *, root: Path) -> StoredMedia:
+    """Store media bytes (and an image's thumbnail); MediaError when unsupported or corrupt."""
+    content_type = sniff(data)
+    if content_type is None:
+        raise MediaError("unsupported media type")
+    thumb = thumbnail(data) if content_type in IMAGE_TYPES else None  # validates first
+    sha, target = _write_once(data, root=root)
+    thumb_sha = _write_once(thumb, root=root)[0] if thumb is not None else None
+    return StoredMedia(
+        sha256=sha,
+        content_type=content_type,
+        size=len(data),
+        path=target,
+        thumbnail_sha256=thumb_sha,
+    )
