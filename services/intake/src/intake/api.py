@@ -5,9 +5,7 @@ Run: ``python -m intake`` (serves on INTAKE_HTTP_PORT). Upstream apps authentica
 """
 
 import asyncio
-import base64
 import hashlib
-import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -65,6 +63,7 @@ from paht_common.clock import SystemClock, to_local_iso
 from paht_common.db import Conn
 from paht_common.events import Envelope, Payload
 from paht_common.http import DbConn, ops_router
+from paht_common.paging import decode_cursor, encode_cursor
 from paht_common.problems import Problem, install_problem_handlers, problem_response
 from paht_common.runtime import Runtime
 from paht_common.topics import ROUTING_EVENTS, SLA_EVENTS
@@ -224,20 +223,14 @@ def _accepted(report: dict[str, Any]) -> Accepted:
 
 
 def _encode_cursor(report: dict[str, Any]) -> str:
-    raw = json.dumps([report["submitted_at"].isoformat(), str(report["id"])])
-    return base64.urlsafe_b64encode(raw.encode()).decode()
+    return encode_cursor(report["submitted_at"], str(report["id"]))
 
 
 def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    instant, (rid,) = decode_cursor(cursor, keys=1)
     try:
-        at, rid = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        if not isinstance(at, str) or not isinstance(rid, str):
-            raise TypeError("cursor holds an instant and an id")
-        instant = datetime.fromisoformat(at)
-        if instant.tzinfo is None:
-            raise ValueError("cursor instant without offset")
-        return instant.astimezone(UTC), uuid.UUID(rid)
-    except (ValueError, TypeError, OverflowError) as exc:
+        return instant, uuid.UUID(rid)
+    except ValueError as exc:
         raise Problem(
             400, "Invalid cursor", "cursor is not one this API issued", field="cursor"
         ) from exc

@@ -3,9 +3,7 @@
 Run: ``python -m sla`` (serves on SLA_HTTP_PORT; runs the faust worker and the scanner).
 """
 
-import base64
 import hmac
-import json
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,6 +20,7 @@ from paht_common.db import Conn
 from paht_common.events import Envelope, Payload
 from paht_common.faust_worker import attach_agent, make_faust_app
 from paht_common.http import DbConn, ops_router
+from paht_common.paging import decode_cursor, encode_cursor
 from paht_common.problems import Problem, install_problem_handlers
 from paht_common.runtime import Runtime
 from paht_common.topics import REPORT_EVENTS, ROUTING_EVENTS
@@ -131,18 +130,12 @@ def _clock_view(
 
 
 def _cursor(row: dict[str, Any]) -> str:
-    raw = json.dumps([row["due_at"].isoformat(), str(row["report_id"]), row["kind"]])
-    return base64.urlsafe_b64encode(raw.encode()).decode()
+    return encode_cursor(row["due_at"], str(row["report_id"]), row["kind"])
 
 
 def _parse_cursor(cursor: str) -> tuple[datetime, str, str]:
-    try:
-        due, rid, kind = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        return datetime.fromisoformat(due), str(rid), str(kind)
-    except (ValueError, TypeError) as exc:
-        raise Problem(
-            400, "Invalid cursor", "cursor is not one this API issued", field="cursor"
-        ) from exc
+    due, (rid, kind) = decode_cursor(cursor, keys=2)
+    return due, rid, kind
 
 
 def build_app(settings: SlaSettings | None = None) -> FastAPI:
