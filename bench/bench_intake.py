@@ -417,6 +417,8 @@ async def measure(
     }
     results: dict[str, Any] = {}
     for client_name, connect in clients.items():
+        if args.clients and client_name not in args.clients:
+            continue
         label = f"{name}/{client_name}"
         log(f"{label}: warm-up")
         await closed_loop(
@@ -488,6 +490,12 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=500.0)
     parser.add_argument("--open-connections", type=int, default=64)
     parser.add_argument("--grace", type=float, default=10.0)
+    parser.add_argument(
+        "--clients", nargs="*", choices=["httpx", "raw_asyncio"], help="default: both"
+    )
+    parser.add_argument(
+        "--only", choices=["intake", "bare"], help="measure one server (default: both)"
+    )
     parser.add_argument("--serve-bare", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_bare:
@@ -555,14 +563,15 @@ def main() -> None:
 
         async def everything() -> dict[str, Any]:
             reports = report_requests(settings.dev_api_key, categories, rng)
-            results = {
-                "intake_post_reports": await measure(
+            results: dict[str, Any] = {}
+            if args.only in (None, "intake"):
+                results["intake_post_reports"] = await measure(
                     "intake", intake_port, reports, intake_pid, 202, args
-                ),
-                "bare_fastapi_get": await measure(
+                )
+            if args.only in (None, "bare"):
+                results["bare_fastapi_get"] = await measure(
                     "bare", bare_port, bare_requests, bare_pid, 200, args
-                ),
-            }
+                )
             await asyncio.sleep(3)  # let the relay drain the outbox
             results["intake_after_runs"] = await stored(settings)
             return results
@@ -575,7 +584,7 @@ def main() -> None:
             "cpu_count": os.cpu_count(),
             "machine": platform.machine(),
             "server": {
-                "process": "python -m intake (service_main: uvicorn, 1 worker, h11, asyncio)",
+                "process": "python -m intake (service_main: uvicorn, 1 worker, httptools, uvloop)",
                 "log_level": "WARNING",
                 "db_pool_max": settings.db_pool_max,
             },

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import re
@@ -109,8 +110,8 @@ async def test_empty_idempotency_key_is_422(intake):
     first = await intake.client.post("/v1/reports", json=intake.body(), headers=headers)
     second = await intake.client.post("/v1/reports", json=intake.body(), headers=headers)
 
-    assert intake.problem(first, 422) == {"idempotency-key"}
-    assert intake.problem(second, 422) == {"idempotency-key"}
+    assert intake.problem(first, 422) == {"Idempotency-Key"}
+    assert intake.problem(second, 422) == {"Idempotency-Key"}
     assert await intake.count("reports") == 0
 
 
@@ -163,13 +164,32 @@ async def test_revoked_api_key_is_401(intake):
     key_id, key = await intake.new_key()
     before = await intake.client.post("/v1/reports", json=intake.body(), headers={"X-API-Key": key})
     async with intake.pool.acquire() as conn:
+        # revoked in the database, as the CLI or another process does: the app had the key
+        # cached, and the table's NOTIFY must drop it (the 60 s cache would otherwise hold)
         assert await repository.revoke_key(conn, key_id=key_id)
+    await asyncio.sleep(0.2)  # the notification travels asynchronously
 
     after = await intake.client.post("/v1/reports", json=intake.body(), headers={"X-API-Key": key})
 
+    assert intake.settings.api_key_cache_seconds >= 30
     assert before.status_code == 202
     assert intake.problem(after, 401) == {"X-API-Key"}
     assert await intake.count("reports") == 1
+
+
+async def test_an_expired_key_is_401(intake):
+    key_id, key = await intake.new_key()
+    async with intake.pool.acquire() as conn:
+        await conn.execute(
+            "UPDATE api_keys SET expires_at = now() - interval '1 second' WHERE id = $1", key_id
+        )
+    await asyncio.sleep(0.2)
+
+    response = await intake.client.post(
+        "/v1/reports", json=intake.body(), headers={"X-API-Key": key}
+    )
+
+    assert intake.problem(response, 401) == {"X-API-Key"}
 
 
 async def test_key_without_reports_write_scope_is_403(intake):

@@ -28,6 +28,7 @@ def test_production_accepts_real_secrets(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setenv("INTAKE_DEV_API_KEY", "")
     monkeypatch.setenv("INTAKE_JWT_PUBLIC_KEYS", "-----BEGIN PUBLIC KEY-----x")
     monkeypatch.setenv("SLA_ADMIN_TOKEN", "b7c1e0f4a9d24c6e8f3a")
+    monkeypatch.setenv("INTAKE_ADMIN_TOKEN", "9f2c4e6a8b0d1f3a5c7e9b1d")
     assert IntakeSettings().env == "production"
     assert SlaSettings().admin_token == "b7c1e0f4a9d24c6e8f3a"
 
@@ -38,6 +39,16 @@ def test_production_refuses_the_development_admin_token(
     monkeypatch.setenv("PAHT_ENV", "production")
     with pytest.raises(ValidationError, match="SLA_ADMIN_TOKEN"):
         SlaSettings()
+
+
+def test_production_refuses_the_development_intake_admin_token(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PAHT_ENV", "production")
+    monkeypatch.setenv("INTAKE_DEV_API_KEY", "")
+    monkeypatch.setenv("INTAKE_JWT_PUBLIC_KEYS", "-----BEGIN PUBLIC KEY-----x")
+    with pytest.raises(ValidationError, match="INTAKE_ADMIN_TOKEN"):
+        IntakeSettings()
 
 
 def test_development_keeps_working_defaults(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -50,6 +50,8 @@ def service_main(
         log_config=None,
         access_log=False,
         lifespan="on",
+        loop="uvloop",
+        http="httptools",
         timeout_graceful_shutdown=10,
     )
     uvicorn.Server(config).run()

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
@@ -96,3 +98,62 @@ def with_database(dsn: str, name: str) -> str:
     """The same DSN pointing at another database."""
     base, _, _ = dsn.rpartition("/")
     return f"{base}/{name}"
+
+
+class ChannelListener:
+    """LISTEN on one channel through a pooled connection held for the purpose.
+
+    ``ensure()`` (re)opens it and says whether it is listening now; when the connection dies
+    ``on_notify`` is called once as well, because notifications may have been missed.
+    """
+
+    def __init__(self, pool: asyncpg.Pool, channel: str, on_notify: Callable[[], None]) -> None:
+        self._pool = pool
+        self._channel = channel
+        self._on_notify = on_notify
+        self._conn: Any = None
+
+    @property
+    def listening(self) -> bool:
+        """Whether a live connection is listening."""
+        return self._conn is not None
+
+    def _notified(self, *_: object) -> None:
+        self._on_notify()
+
+    def _lost(self, *_: object) -> None:
+        # the pool gets the dead connection back by itself; listen again on the next ensure()
+        self._conn = None
+        self._on_notify()
+
+    async def ensure(self) -> bool:
+        """Listen if not listening yet; False (logged) when the database refuses."""
+        if self._conn is not None:
+            return True
+        try:
+            conn = await self._pool.acquire()
+        except Exception as exc:
+            logger.warning("cannot listen on %s: %r", self._channel, exc)
+            return False
+        try:
+            await conn.add_listener(self._channel, self._notified)
+            conn.add_termination_listener(self._lost)
+        except Exception as exc:
+            logger.warning("cannot listen on %s: %r", self._channel, exc)
+            with contextlib.suppress(Exception):
+                await self._pool.release(conn)
+            return False
+        self._conn = conn
+        return True
+
+    async def stop(self) -> None:
+        """Stop listening and give the connection back."""
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        with contextlib.suppress(Exception):
+            conn.remove_termination_listener(self._lost)
+        with contextlib.suppress(Exception):
+            await conn.remove_listener(self._channel, self._notified)
+        with contextlib.suppress(Exception):
+            await self._pool.release(conn)

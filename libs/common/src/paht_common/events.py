@@ -170,6 +170,9 @@ def payload_class(event_type: str) -> type[Payload]:
     return PAYLOAD_TYPES[tail]
 
 
+_ANY_ENVELOPE = Envelope[Any]  # parametrised once: doing it per call costs more than the rest
+
+
 def new_envelope(
     payload: P,
     *,
@@ -181,7 +184,7 @@ def new_envelope(
 ) -> Envelope[P]:
     """Wrap a payload in a fresh envelope (new event id, time from the service clock)."""
     eid = event_id or uuid.uuid4()
-    return Envelope[Any](
+    return _ANY_ENVELOPE(
         event_id=eid,
         event_type=ce_type(province, type(payload)),
         version=type(payload).VERSION,

@@ -17,7 +17,7 @@ from typing import Any
 import asyncpg
 from aiokafka import AIOKafkaProducer
 
-from paht_common.db import Conn
+from paht_common.db import ChannelListener, Conn
 from paht_common.events import Envelope
 from paht_common.kafka import encode
 from paht_common.metrics import OUTBOX_AGE, OUTBOX_BACKLOG, OUTBOX_FAILURES, OUTBOX_PUBLISHED
@@ -51,12 +51,18 @@ DELETE FROM outbox WHERE published_at < now() - make_interval(secs => $1)
 """
 
 
-async def add_to_outbox(conn: Conn, topic: str, envelope: Envelope[Any]) -> None:
-    """Queue an event for ``topic``; call inside the caller's transaction."""
+def outbox_record(envelope: Envelope[Any]) -> tuple[bytes | None, bytes, dict[str, str]]:
+    """The Kafka key, value and headers an outbox row stores for an event."""
     message = encode(envelope)
     key = message.key.encode() if isinstance(message.key, str) else message.key
     headers = {name: value.decode() for name, value in message.headers.items()}
-    await conn.execute(INSERT_OUTBOX, envelope.event_id, topic, key, message.value, headers)
+    return key, message.value, headers
+
+
+async def add_to_outbox(conn: Conn, topic: str, envelope: Envelope[Any]) -> None:
+    """Queue an event for ``topic``; call inside the caller's transaction."""
+    key, value, headers = outbox_record(envelope)
+    await conn.execute(INSERT_OUTBOX, envelope.event_id, topic, key, value, headers)
 
 
 class OutboxRelay:
@@ -79,17 +85,14 @@ class OutboxRelay:
         self._poll_interval = poll_interval
         self._retention = retention_seconds
         self._wake = asyncio.Event()
-        self._listener: Any = None
-
-    def _on_notify(self, *_: object) -> None:
-        self._wake.set()
+        self._listener = ChannelListener(pool, "outbox", self._wake.set)
 
     async def run(self) -> None:
         """Relay forever: wake on NOTIFY, or every poll interval as a fallback."""
         cycles = 0
         try:
             while True:
-                await self._ensure_listening()
+                await self._listener.ensure()  # polls until it listens again
                 try:
                     sent = await self.relay_once()
                 except Exception as exc:  # database or Kafka trouble: keep the rows, retry
@@ -107,40 +110,7 @@ class OutboxRelay:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._poll_interval)
         finally:
-            await self._stop_listening()
-
-    async def _ensure_listening(self) -> None:
-        """(Re)open the LISTEN connection; on failure the relay polls until the next try."""
-        if self._listener is not None:
-            return
-        try:
-            conn = await self._pool.acquire()
-        except Exception as exc:
-            logger.warning("outbox relay cannot listen: %r", exc)
-            return
-        try:
-            await conn.add_listener("outbox", self._on_notify)
-            conn.add_termination_listener(self._on_listener_lost)
-        except Exception as exc:
-            logger.warning("outbox relay cannot listen: %r", exc)
-            with contextlib.suppress(Exception):
-                await self._pool.release(conn)
-            return
-        self._listener = conn
-
-    def _on_listener_lost(self, *_: object) -> None:
-        # the pool gets the dead connection back by itself; listen again next cycle
-        self._listener = None
-        self._wake.set()
-
-    async def _stop_listening(self) -> None:
-        conn, self._listener = self._listener, None
-        if conn is None:
-            return
-        with contextlib.suppress(Exception):
-            await conn.remove_listener("outbox", self._on_notify)
-        with contextlib.suppress(Exception):
-            await self._pool.release(conn)
+            await self._listener.stop()
 
     async def relay_once(self) -> int:
         """Publish one batch; returns how many rows were published."""

@@ -2,19 +2,36 @@
 
 from __future__ import annotations
 
+import logging
 from http import HTTPStatus
 from typing import Any
 
-from fastapi import FastAPI, Request
+import asyncpg
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_JSON = "application/problem+json"
+UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.TooManyConnectionsError,
+)
+"""Errors of an unreachable dependency: answered 503 with Retry-After, not 500."""
+logger = logging.getLogger(__name__)
 
 
-class Problem(Exception):
-    """An error answered as problem+json with the given status."""
+class Problem(HTTPException):
+    """An error answered as problem+json with the given status.
+
+    An HTTPException, so that FastAPI passes it through unchanged when it is raised while
+    the body is being read (a body limit, for instance).
+    """
 
     def __init__(
         self,
@@ -26,8 +43,7 @@ class Problem(Exception):
         headers: dict[str, str] | None = None,
         **extra: Any,
     ) -> None:
-        super().__init__(detail or title)
-        self.headers = headers
+        super().__init__(status_code=status, detail=detail or title, headers=headers)
         self.status = status
         self.title = title
         self.detail = detail
@@ -80,10 +96,27 @@ def install_problem_handlers(app: FastAPI) -> None:
             exc.status_code, _title(exc.status_code), str(exc.detail), headers=headers
         )
 
+    async def on_unavailable(_: Request, exc: Exception) -> JSONResponse:
+        logger.warning("answering 503, a dependency is unavailable: %r", exc)
+        return problem_response(
+            503,
+            "Service unavailable",
+            "the database or broker cannot be reached; retry later (idempotently)",
+            headers={"Retry-After": "5"},
+        )
+
+    for error in UNAVAILABLE_ERRORS:
+        app.add_exception_handler(error, on_unavailable)
+
     @app.exception_handler(Problem)
     async def on_problem(_: Request, exc: Problem) -> JSONResponse:
         return problem_response(
-            exc.status, exc.title, exc.detail, type_=exc.type, headers=exc.headers, **exc.extra
+            exc.status,
+            exc.title,
+            exc.detail,
+            type_=exc.type,
+            headers=dict(exc.headers) if exc.headers else None,
+            **exc.extra,
         )
 
 

@@ -1,6 +1,7 @@
 """``python -m intake [serve|migrate|seed|create-api-key|revoke-api-key|issue-token]``.
 
 python -m intake create-api-key --app hue-s --scopes reports:write reports:read
+python -m intake create-api-key --app hue-s --label "Huế-S 2026" --expires-in-days 365
 python -m intake revoke-api-key KEY_ID
 python -m intake issue-token --role coordinator --sub alice          # development only
 python -m intake issue-token --role officer --sub bob --agency ubnd-07627
@@ -12,6 +13,7 @@ import argparse
 import asyncio
 import sys
 import uuid
+from datetime import timedelta
 
 from intake import repository
 from intake.api import MIGRATIONS, build_app
@@ -19,10 +21,20 @@ from intake.auth import dev_key_pair, hash_key, issue_token, new_api_key
 from intake.seed import seed
 from intake.settings import IntakeSettings
 from paht_common.cli import service_main
+from paht_common.clock import utcnow
 from paht_common.runtime import connect_with_retry, migrate
 
 
-async def _create_key(settings: IntakeSettings, app: str, scopes: list[str], rate: int) -> str:
+async def _create_key(
+    settings: IntakeSettings,
+    app: str,
+    scopes: list[str],
+    rate: int,
+    *,
+    label: str | None = None,
+    expires_in_days: float | None = None,
+) -> str:
+    expires_at = utcnow() + timedelta(days=expires_in_days) if expires_in_days else None
     await migrate(settings, MIGRATIONS)
     key = new_api_key()
     pool = await connect_with_retry(settings)
@@ -36,6 +48,8 @@ async def _create_key(settings: IntakeSettings, app: str, scopes: list[str], rat
                 key_hash=hash_key(key),
                 scopes=scopes,
                 rate_per_minute=rate,
+                label=label,
+                expires_at=expires_at,
             )
     finally:
         await pool.close()
@@ -59,6 +73,8 @@ def admin(settings: IntakeSettings, argv: list[str]) -> int:
     create.add_argument("--app", required=True)
     create.add_argument("--scopes", nargs="+", default=["reports:write", "reports:read"])
     create.add_argument("--rate", type=int, default=600)
+    create.add_argument("--label")
+    create.add_argument("--expires-in-days", type=float, help="default: never expires")
     revoke = sub.add_parser("revoke-api-key")
     revoke.add_argument("key_id", type=uuid.UUID)
     token = sub.add_parser("issue-token")
@@ -70,7 +86,15 @@ def admin(settings: IntakeSettings, argv: list[str]) -> int:
     token.add_argument("--ttl", type=int, default=8 * 3600)
     args = parser.parse_args(argv)
     if args.command == "create-api-key":
-        sys.stdout.write(asyncio.run(_create_key(settings, args.app, args.scopes, args.rate)))
+        created = _create_key(
+            settings,
+            args.app,
+            args.scopes,
+            args.rate,
+            label=args.label,
+            expires_in_days=args.expires_in_days,
+        )
+        sys.stdout.write(asyncio.run(created))
         return 0
     if args.command == "revoke-api-key":
         return 0 if asyncio.run(_revoke_key(settings, args.key_id)) else 1

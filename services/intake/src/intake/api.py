@@ -8,8 +8,9 @@ import asyncio
 import hashlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -30,9 +31,12 @@ from fastapi import (
 )
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import AwareDatetime, StringConstraints, ValidationError
+from starlette.datastructures import UploadFile as StarletteUpload
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from intake import media, repository
-from intake.auth import App, AuthError, JwtVerifier, RateLimiter, Staff, hash_key
+from intake.admin import admin_router
+from intake.auth import ApiKeyCache, App, AuthError, JwtVerifier, RateLimiter, Staff
 from intake.domain import (
     ACTION_ADAPTER,
     STATE_LABELS_VI,
@@ -52,7 +56,7 @@ from intake.handlers import (
     apply_action,
     handle_external_event,
     snapshot_of,
-    submit_report,
+    validate_submission,
 )
 from intake.metrics import HTTP_REQUESTS, HTTP_SECONDS
 from intake.open311 import open311_router
@@ -76,6 +80,48 @@ QueryText = Annotated[str, StringConstraints(max_length=100, pattern=NO_NUL)]
 Sha256 = Annotated[str, PathParam(pattern=r"^[0-9a-f]{64}$")]
 BINARY = {"schema": {"type": "string", "format": "binary"}}
 MEDIA_CONTENT = {t: BINARY for t in sorted(media.SUPPORTED_TYPES)}
+REPORT_HEADERS: list[dict[str, Any]] = [
+    {
+        "name": "X-API-Key",
+        "in": "header",
+        "required": True,
+        "description": "the upstream app's API key (scope reports:write)",
+        "schema": {"type": "string"},
+    },
+    {
+        "name": "Idempotency-Key",
+        "in": "header",
+        "required": False,
+        "description": "a retry with the same key returns the original report",
+        "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+    },
+]
+FORM_PART_BYTES = 1_000_000
+"""Largest non-file part of a multipart submission (the report JSON)."""
+REPORT_REQUEST_BODY: dict[str, Any] = {
+    "required": True,
+    "content": {
+        "application/json": {"schema": {"$ref": "#/components/schemas/ReportIn"}},
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["report"],
+                "properties": {
+                    "report": {
+                        "type": "string",
+                        "description": "the report as JSON, exactly the application/json body",
+                    },
+                    "files": {
+                        "type": "array",
+                        "items": {"type": "string", "format": "binary"},
+                        "description": "photos or videos: JPEG, PNG, WebP, MP4, QuickTime",
+                    },
+                },
+            },
+            "encoding": {"report": {"contentType": "application/json"}},
+        },
+    },
+}
 
 
 PROBLEM_SCHEMA: dict[str, Any] = {
@@ -236,22 +282,75 @@ def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         ) from exc
 
 
-async def _body_within(request: Request, limit: int) -> bool:
-    """Read a body sent without Content-Length (chunked) up to ``limit`` bytes."""
-    received = bytearray()
-    async for chunk in request.stream():
-        received += chunk
-        if len(received) > limit:
-            return False
-    # Starlette's middleware replays a cached body to the route.
-    request._body = bytes(received)
-    return True
+class RequestLimits:
+    """Pure ASGI middleware: body size limits (413) and the HTTP RED metrics.
+
+    A declared Content-Length over the limit is refused before the app runs; a chunked body
+    is counted as the app reads it, and the read fails with 413 once it passes the limit.
+    """
+
+    def __init__(self, app: ASGIApp, *, settings: IntakeSettings) -> None:
+        self.app = app
+        self.settings = settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        limit = self.settings.max_body_bytes
+        length: str | None = None
+        multipart = False
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                length = value.decode("latin-1")
+            elif name == b"content-type":
+                multipart = value[:19].lower() == b"multipart/form-data"
+        if multipart and _takes_media(scope["path"]):
+            limit = self.settings.max_multipart_bytes
+        status = 500
+
+        async def send_and_observe(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        received = 0
+
+        async def receive_within_limit() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise _too_large(limit)
+            return message
+
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            response = problem_response(
+                413, "Payload too large", f"the body may be at most {limit} bytes", field="body"
+            )
+            await response(scope, receive, send_and_observe)
+        else:
+            await self.app(scope, receive_within_limit, send_and_observe)
+        # the router records the matched route in the scope; its template keeps labels few
+        route = getattr(scope.get("route"), "path", "unmatched")
+        method = scope["method"]
+        HTTP_REQUESTS.labels(method, route, str(status)).inc()
+        HTTP_SECONDS.labels(method, route).observe(time.perf_counter() - started)
 
 
-def _is_media_upload(path: str) -> bool:
-    """Whether the path is POST /v1/reports/{report_id}/media (the only multipart route)."""
+def _too_large(limit: int) -> Problem:
+    return Problem(413, "Payload too large", f"the body may be at most {limit} bytes", field="body")
+
+
+def _takes_media(path: str) -> bool:
+    """Whether the path accepts multipart media: POST /v1/reports and its /media upload."""
     parts = path.strip("/").split("/")
-    return len(parts) == 4 and parts[:2] == ["v1", "reports"] and parts[3] == "media"
+    return parts == ["v1", "reports"] or (
+        len(parts) == 4 and parts[:2] == ["v1", "reports"] and parts[3] == "media"
+    )
 
 
 def _utc(value: datetime, *, field: str) -> datetime:
@@ -287,6 +386,20 @@ def build_app(settings: IntakeSettings | None = None) -> FastAPI:
     verifier: JwtVerifier = staff_verifier(settings)
     limiter = RateLimiter()
 
+    async def load_key(key_hash: bytes) -> App | None:
+        async with ctx.database().acquire() as conn:
+            row = await repository.key_by_hash(conn, key_hash=key_hash)
+        if row is None:
+            return None
+        return App(
+            key_id=row["id"],
+            app_id=row["app_id"],
+            scopes=frozenset(row["scopes"]),
+            rate_per_minute=row["rate_per_minute"],
+        )
+
+    keys = ApiKeyCache(settings.api_key_cache_seconds, load_key)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with Runtime(service="intake", settings=settings, migrations=MIGRATIONS) as rt:
@@ -294,10 +407,19 @@ def build_app(settings: IntakeSettings | None = None) -> FastAPI:
             async def handle(conn: Conn, envelope: Envelope[Payload]) -> None:
                 await handle_external_event(conn, envelope, ctx=ctx)
 
+            await keys.listen(rt.pool)
+            writer = ctx.bind(rt.pool)
+            for index in range(settings.submit_writers):
+                rt.spawn(f"submit-writer-{index}", writer.run)
             await rt.start_consumer(CONSUMER, (ROUTING_EVENTS, SLA_EVENTS), handle)
             app.state.runtime = rt
-            app.include_router(ops_router(rt.checks()))
-            yield
+            await verifier.start()
+            app.include_router(ops_router({**rt.checks(), "staff_keys": verifier.ready}))
+            try:
+                yield
+            finally:
+                await verifier.stop()
+                await keys.stop()
 
     app = FastAPI(
         title="PAHT intake",
@@ -321,42 +443,14 @@ def build_app(settings: IntakeSettings | None = None) -> FastAPI:
             errors=[{"field": exc.field, "message": exc.message}],
         )
 
-    @app.middleware("http")
-    async def limits_and_metrics(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        started = time.perf_counter()
-        length = request.headers.get("content-length")
-        limit = settings.max_body_bytes
-        content_type = request.headers.get("content-type", "").lower()
-        if content_type.startswith("multipart/form-data") and _is_media_upload(request.url.path):
-            limit = settings.max_multipart_bytes
-        if (length is not None and (not length.isdigit() or int(length) > limit)) or (
-            length is None and not await _body_within(request, limit)
-        ):
-            response: Response = problem_response(
-                413, "Payload too large", f"the body may be at most {limit} bytes", field="body"
-            )
-        else:
-            response = await call_next(request)
-        # the router records the matched route in the scope; its template keeps labels few
-        route = getattr(request.scope.get("route"), "path", "unmatched")
-        HTTP_REQUESTS.labels(request.method, route, str(response.status_code)).inc()
-        HTTP_SECONDS.labels(request.method, route).observe(time.perf_counter() - started)
-        return response
+    app.add_middleware(RequestLimits, settings=settings)
 
-    async def api_app(conn: DbConn, x_api_key: Annotated[str | None, Header()] = None) -> App:
+    async def authenticate_app(x_api_key: str | None) -> App:
         if not x_api_key:
             raise AuthError(401, "X-API-Key header is required", field="X-API-Key")
-        row = await repository.key_by_hash(conn, key_hash=hash_key(x_api_key))
-        if row is None:
-            raise AuthError(401, "unknown or revoked API key", field="X-API-Key")
-        caller = App(
-            key_id=row["id"],
-            app_id=row["app_id"],
-            scopes=frozenset(row["scopes"]),
-            rate_per_minute=row["rate_per_minute"],
-        )
+        caller = await keys.get(x_api_key)
+        if caller is None:
+            raise AuthError(401, "unknown, revoked or expired API key", field="X-API-Key")
         wait = limiter.check(caller.key_id, caller.rate_per_minute)
         if wait:
             raise Problem(
@@ -368,6 +462,9 @@ def build_app(settings: IntakeSettings | None = None) -> FastAPI:
             )
         return caller
 
+    async def api_app(x_api_key: Annotated[str | None, Header()] = None) -> App:
+        return await authenticate_app(x_api_key)
+
     async def optional_staff(
         authorization: Annotated[str | None, Header()] = None,
     ) -> Staff | None:
@@ -376,7 +473,7 @@ def build_app(settings: IntakeSettings | None = None) -> FastAPI:
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token:
             raise AuthError(401, "use 'Authorization: Bearer <token>'", field="Authorization")
-        return verifier.verify(token)
+        return await verifier.verify_fresh(token)
 
     async def staff(member: Annotated[Staff | None, Depends(optional_staff)]) -> Staff:
         if member is None:
@@ -392,6 +489,65 @@ def build_app(settings: IntakeSettings | None = None) -> FastAPI:
             return True
         return report["agency_id"] is not None and report["agency_id"] == member.agency_id
 
+    async def read_uploads(files: Sequence[StarletteUpload | str], field: str) -> list[bytes]:
+        """The files' bytes, checked: at most max_media_files, each sized and sniffed."""
+        if len(files) > settings.max_media_files:
+            raise Problem(
+                422,
+                "Too many files",
+                f"a report carries at most {settings.max_media_files} files",
+                field=field,
+            )
+        blobs: list[bytes] = []
+        for index, upload in enumerate(files):
+            if isinstance(upload, str):
+                raise Problem(422, "Invalid request", f"{field}[{index}]: not a file", field=field)
+            data = await upload.read(settings.max_media_bytes + 1)
+            if len(data) > settings.max_media_bytes:
+                raise Problem(
+                    413,
+                    "File too large",
+                    f"{field}[{index}]: at most {settings.max_media_bytes} bytes",
+                    field=field,
+                )
+            if media.sniff(data) is None:
+                raise Problem(
+                    415,
+                    "Unsupported media type",
+                    f"{field}[{index}]: not JPEG, PNG, WebP, MP4 or QuickTime",
+                    field=field,
+                )
+            blobs.append(data)
+        return blobs
+
+    async def store_upload(data: bytes, *, index: int, field: str) -> media.StoredMedia:
+        """Write one checked file to the content-addressed store (with its thumbnail)."""
+        try:
+            return await asyncio.to_thread(media.store, data, root=settings.media_dir)
+        except media.MediaError as exc:
+            raise Problem(
+                415, "Unsupported media type", f"{field}[{index}]: {exc}", field=field
+            ) from exc
+
+    async def report_from_form(request: Request) -> tuple[ReportIn, list[bytes]]:
+        """The ``report`` JSON part and the ``files`` parts of a multipart submission."""
+        async with request.form(
+            max_files=settings.max_media_files + 1, max_fields=20, max_part_size=FORM_PART_BYTES
+        ) as form:
+            parts = form.getlist("report")
+            if len(parts) != 1 or not isinstance(parts[0], str):
+                raise Problem(
+                    422,
+                    "Invalid request",
+                    "report: exactly one part holding the report as JSON",
+                    field="report",
+                )
+            body = parse_report(parts[0].encode(), prefix="report")
+            blobs = await read_uploads(list(form.getlist("files")), "files")
+        # the same file sent twice is attached once
+        unique = {hashlib.sha256(b).hexdigest(): b for b in blobs}
+        return body, list(unique.values())
+
     @app.post(
         "/v1/reports",
         status_code=202,
@@ -400,23 +556,66 @@ def build_app(settings: IntakeSettings | None = None) -> FastAPI:
         responses={
             200: {"model": Accepted, "description": "idempotent replay of an accepted report"},
             **problems(
-                401, 403, 409, 413, 422, 429, s409="idempotency key reused with another body"
+                401,
+                403,
+                409,
+                413,
+                415,
+                422,
+                429,
+                s409="idempotency key reused with another body",
+                s415="a body that is neither JSON nor multipart, or an unsupported file",
             ),
         },
+        openapi_extra={"requestBody": REPORT_REQUEST_BODY, "parameters": REPORT_HEADERS},
     )
-    async def post_report(
-        body: ReportIn,
-        caller: AppDep,
-        conn: DbConn,
-        response: Response,
-        idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200)] = None,
-    ) -> Accepted:
-        """Accept a report; a replay (same Idempotency-Key or client_report_id) returns it."""
+    async def post_report(request: Request) -> Response:
+        """Accept a report (JSON, or multipart with photos/videos); a replay returns it.
+
+        A replay is a request with the same Idempotency-Key or client_report_id: answered
+        200 with the original report, or 409 when its body differs.
+        """
+        # headers are read here rather than declared: FastAPI's parameter machinery costs
+        # more CPU than the rest of the request (they are documented in REPORT_HEADERS)
+        headers = request.headers
+        caller = await authenticate_app(headers.get("x-api-key"))
         caller.require("reports:write")
-        try:
-            result = await submit_report(
-                conn, body, app_id=caller.app_id, idempotency_key=idempotency_key, ctx=ctx
+        idempotency_key = headers.get("idempotency-key")
+        if idempotency_key is not None and not 1 <= len(idempotency_key) <= 200:
+            raise Problem(
+                422,
+                "Invalid request",
+                "Idempotency-Key: 1 to 200 characters",
+                field="Idempotency-Key",
             )
+        content_type = headers.get("content-type", "application/json").lower()
+        mime = content_type.split(";", 1)[0].strip()
+        blobs: list[bytes] = []
+        if mime == "multipart/form-data":
+            body, blobs = await report_from_form(request)
+        elif mime == "application/json" or mime.endswith("+json"):
+            body = parse_report(await request.body())
+        else:
+            raise Problem(
+                415,
+                "Unsupported media type",
+                "send application/json, or multipart/form-data with a report part",
+                field="Content-Type",
+            )
+        catalogue, writer = ctx.submissions()
+        try:
+            submission = await validate_submission(
+                body,
+                app_id=caller.app_id,
+                idempotency_key=idempotency_key,
+                catalogue=catalogue,
+                ctx=ctx,
+                media_digests=[hashlib.sha256(b).hexdigest() for b in blobs],
+            )
+            stored = [
+                await store_upload(data, index=i, field="files") for i, data in enumerate(blobs)
+            ]
+            result = await writer.submit(replace(submission, media=tuple(stored)))
         except IdempotencyConflict as exc:
             raise Problem(
                 409,
@@ -425,11 +624,15 @@ def build_app(settings: IntakeSettings | None = None) -> FastAPI:
                 field="Idempotency-Key",
                 report_id=str(exc.report_id),
             ) from exc
+        report_id = result.report["id"]
+        answer_headers = {"Location": f"/v1/reports/{report_id}"}
         if not result.created:
-            response.status_code = 200
-            response.headers["Idempotent-Replayed"] = "true"
-        response.headers["Location"] = f"/v1/reports/{result.report['id']}"
-        return _accepted(result.report)
+            answer_headers["Idempotent-Replayed"] = "true"
+        return JSONResponse(
+            _accepted(result.report).model_dump(),
+            status_code=202 if result.created else 200,
+            headers=answer_headers,
+        )
 
     @app.get("/v1/reports/{report_id}", tags=["reports"], responses=problems(401, 404, 422))
     async def get_report(report_id: uuid.UUID, conn: DbConn, member: MaybeStaff) -> dict[str, Any]:
@@ -599,31 +802,7 @@ def build_app(settings: IntakeSettings | None = None) -> FastAPI:
         report = await repository.get_report(conn, report_id=report_id)
         if report is None or report["source_app"] != caller.app_id:
             raise Problem(404, "Not found", f"no report {report_id}", field="report_id")
-        if len(files) > settings.max_media_files:
-            raise Problem(
-                422,
-                "Too many files",
-                f"a report carries at most {settings.max_media_files} files",
-                field="files",
-            )
-        blobs: list[bytes] = []
-        for index, upload in enumerate(files):
-            data = await upload.read(settings.max_media_bytes + 1)
-            if len(data) > settings.max_media_bytes:
-                raise Problem(
-                    413,
-                    "File too large",
-                    f"files[{index}]: at most {settings.max_media_bytes} bytes",
-                    field="files",
-                )
-            if media.sniff(data) is None:
-                raise Problem(
-                    415,
-                    "Unsupported media type",
-                    f"files[{index}]: not JPEG, PNG, WebP, MP4 or QuickTime",
-                    field="files",
-                )
-            blobs.append(data)
+        blobs = await read_uploads(list(files), "files")
         stored: list[media.StoredMedia] = []
         async with conn.transaction():
             await repository.get_report(conn, report_id=report_id, for_update=True)
@@ -638,12 +817,7 @@ def build_app(settings: IntakeSettings | None = None) -> FastAPI:
                     field="files",
                 )
             for index, data in enumerate(blobs):
-                try:
-                    item = await asyncio.to_thread(media.store, data, root=settings.media_dir)
-                except media.MediaError as exc:
-                    raise Problem(
-                        415, "Unsupported media type", f"files[{index}]: {exc}", field="files"
-                    ) from exc
+                item = await store_upload(data, index=index, field="files")
                 await repository.attach_media(
                     conn,
                     report_id=report_id,
@@ -715,22 +889,46 @@ def build_app(settings: IntakeSettings | None = None) -> FastAPI:
         """The category catalogue (service codes)."""
         return await repository.categories(conn)
 
-    app.include_router(open311_router(ctx))
-    _document_action_body(app, "/v1/reports/{report_id}/actions")
+    app.include_router(open311_router(ctx, keys))
+    app.include_router(admin_router(settings, keys.invalidate))
+    _document_bodies(app, action_path="/v1/reports/{report_id}/actions")
     return app
 
 
-def _document_action_body(app: FastAPI, path: str) -> None:
-    """Publish the action union as the documented body (the route parses it by hand)."""
+def parse_report(raw: bytes, *, prefix: str = "") -> ReportIn:
+    """A submission from JSON bytes; 422 problem+json naming every field at fault."""
+    try:
+        return ReportIn.model_validate_json(raw)
+    except ValidationError as exc:
+        errors = []
+        for e in exc.errors():
+            path = ".".join(str(p) for p in e["loc"]) if e["type"] != "json_invalid" else ""
+            field = ".".join(p for p in (prefix, path) if p) or "body"
+            errors.append({"field": field, "message": e["msg"], "type": e["type"]})
+        raise Problem(
+            422,
+            "Invalid request",
+            "; ".join(f"{e['field']}: {e['message']}" for e in errors),
+            field=errors[0]["field"],
+            errors=errors,
+        ) from exc
+
+
+def _document_bodies(app: FastAPI, *, action_path: str) -> None:
+    """Publish the bodies the routes parse by hand: the action union and ReportIn."""
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = generate()
+            components = schema["components"]["schemas"]
             body = ACTION_ADAPTER.json_schema(ref_template="#/components/schemas/{model}")
-            schema["components"]["schemas"].update(body.pop("$defs", {}))
-            content = schema["paths"][path]["post"]["requestBody"]["content"]
+            components.update(body.pop("$defs", {}))
+            content = schema["paths"][action_path]["post"]["requestBody"]["content"]
             content["application/json"]["schema"] = body
+            report = ReportIn.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(report.pop("$defs", {}))
+            components["ReportIn"] = report
             app.openapi_schema = schema
         return app.openapi_schema
 

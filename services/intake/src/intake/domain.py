@@ -797,8 +797,15 @@ def fold_diacritics(text: str) -> str:
     """Lower-case and strip Vietnamese diacritics (đ→d) for search and matching."""
     lowered = text.lower().replace("đ", "d")
     decomposed = unicodedata.normalize("NFD", lowered)
-    stripped = "".join(c for c in decomposed if unicodedata.category(c) != "Mn")
+    if decomposed.isascii():
+        return decomposed
+    stripped = _NONSPACING.sub("", decomposed)
+    if not stripped.isascii():  # other scripts or marks outside the common block
+        stripped = "".join(c for c in stripped if unicodedata.category(c) != "Mn")
     return unicodedata.normalize("NFC", stripped)
+
+
+_NONSPACING = re.compile("[\u0300-\u036f]")  # the combining marks Vietnamese decomposes into
 
 
 _SEP = r"[ .\-]?"

@@ -6,11 +6,13 @@ to Kafka.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
-import json
 import logging
 import math
+import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -35,7 +37,8 @@ from intake.domain import (
     haversine_m,
     human_number,
 )
-from intake.metrics import SUBMISSIONS, TRANSITIONS
+from intake.media import StoredMedia
+from intake.metrics import SUBMISSIONS, SUBMIT_BATCH, TRANSITIONS
 from intake.schemas import ReportIn
 from intake.settings import IntakeSettings
 from paht_common.clock import LOCAL_TZ, Clock
@@ -50,7 +53,7 @@ from paht_common.events import (
     SlaThresholdReached,
     new_envelope,
 )
-from paht_common.outbox import add_to_outbox
+from paht_common.outbox import add_to_outbox, outbox_record
 from paht_common.topics import REPORT_EVENTS
 
 logger = logging.getLogger(__name__)
@@ -86,17 +89,41 @@ class SubmitResult:
 
 @dataclass
 class IntakeContext:
-    """What the handlers need besides the connection."""
+    """What the handlers need besides the connection; ``bind`` adds the database parts."""
 
     settings: IntakeSettings
     clock: Clock
     communes: frozenset[str]
+    pool: asyncpg.Pool | None = None
+    catalogue: CategoryCatalogue | None = None
+    writer: SubmissionWriter | None = None
+
+    def bind(self, pool: asyncpg.Pool) -> SubmissionWriter:
+        """Attach the pool, the category cache and the group-commit writer (run its loops)."""
+        self.pool = pool
+        self.catalogue = CategoryCatalogue(pool, ttl=self.settings.category_cache_seconds)
+        self.writer = SubmissionWriter(pool, ctx=self)
+        return self.writer
+
+    def submissions(self) -> tuple[CategoryCatalogue, SubmissionWriter]:
+        """The category cache and the writer; RuntimeError before ``bind``."""
+        if self.catalogue is None or self.writer is None:
+            raise RuntimeError("the intake context is not bound to a database yet")
+        return self.catalogue, self.writer
+
+    def database(self) -> asyncpg.Pool:
+        """The bound pool; RuntimeError before ``bind``."""
+        if self.pool is None:
+            raise RuntimeError("the intake context is not bound to a database yet")
+        return self.pool
 
 
-def request_hash(body: ReportIn) -> bytes:
+def request_hash(body: ReportIn, media_digests: Sequence[str] = ()) -> bytes:
     """Fingerprint of a submission, to tell an idempotent replay from a conflicting reuse."""
-    canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, ensure_ascii=False)
-    return hashlib.sha256(canonical.encode()).digest()
+    digest = hashlib.sha256(body.model_dump_json().encode())  # fields in declaration order
+    for sha in media_digests:
+        digest.update(b"\x00" + sha.encode())
+    return digest.digest()
 
 
 def check_location(body: ReportIn, ctx: IntakeContext) -> None:
@@ -112,140 +139,317 @@ def check_location(body: ReportIn, ctx: IntakeContext) -> None:
         )
 
 
-async def find_duplicates(
-    conn: Conn, body: ReportIn, *, now: datetime, ctx: IntakeContext
-) -> list[uuid.UUID]:
-    """Open reports of the same category within the radius and window."""
+class CategoryCatalogue:
+    """Active category codes, cached; an unknown code reloads the catalogue (at most 1/s)."""
+
+    def __init__(self, pool: asyncpg.Pool, *, ttl: float) -> None:
+        self._pool = pool
+        self._ttl = ttl
+        self._codes: frozenset[str] = frozenset()
+        self._loaded_at = -math.inf
+
+    async def exists(self, code: str) -> bool:
+        """Whether ``code`` is an active category."""
+        age = time.monotonic() - self._loaded_at
+        if age > self._ttl or (code not in self._codes and age > 1.0):
+            async with self._pool.acquire() as conn:
+                self._codes = frozenset(c["code"] for c in await repository.categories(conn))
+            self._loaded_at = time.monotonic()
+        return code in self._codes
+
+
+class NumberBlocks:
+    """Report numbers reserved from the sequence a block at a time (one query per block).
+
+    Numbers stay unique and increase within a process; a restart skips the rest of its block
+    and several processes interleave, so numbers have gaps and only roughly follow time.
+    """
+
+    def __init__(self, block: int) -> None:
+        self._block = block
+        self._free: list[int] = []
+
+    async def take(self, conn: Conn, count: int) -> list[int]:
+        """``count`` fresh numbers, in increasing order."""
+        if len(self._free) < count:
+            self._free.extend(await repository.next_numbers(conn, max(count, self._block)))
+        taken, self._free = self._free[:count], self._free[count:]
+        return taken
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A validated report on its way to the database."""
+
+    body: ReportIn
+    app_id: str
+    idempotency_key: str | None
+    fingerprint: bytes
+    flags: tuple[str, ...]
+    media: tuple[StoredMedia, ...] = ()
+
+
+async def validate_submission(
+    body: ReportIn,
+    *,
+    app_id: str,
+    idempotency_key: str | None,
+    catalogue: CategoryCatalogue,
+    ctx: IntakeContext,
+    media_digests: Sequence[str] = (),
+) -> Submission:
+    """Checks that need reference data; InputError 422 naming the field.
+
+    ``media_digests`` are the SHA-256 of the files sent with the report: they are part of
+    the idempotency fingerprint. The stored files join the submission later (``media``).
+    """
+    if not await catalogue.exists(body.category):
+        raise InputError(422, "category", f"unknown category {body.category!r}")
+    check_location(body, ctx)
+    return Submission(
+        body=body,
+        app_id=app_id,
+        idempotency_key=idempotency_key,
+        fingerprint=request_hash(body, media_digests),
+        flags=tuple(content_warnings(body.description)),
+    )
+
+
+def _nearby_query(body: ReportIn, ctx: IntakeContext) -> repository.NearbyQuery | None:
     loc = body.location
     if loc.lat is None or loc.lon is None:
-        return []
+        return None
     radius = ctx.settings.duplicate_radius_m
     dlat = radius / 111_320.0
     dlon = radius / (111_320.0 * max(math.cos(math.radians(loc.lat)), 0.01))
-    rows = await repository.nearby(
-        conn,
+    return repository.NearbyQuery(
         category=body.category,
-        since=now - timedelta(days=ctx.settings.duplicate_window_days),
         lat_min=loc.lat - dlat,
         lat_max=loc.lat + dlat,
         lon_min=loc.lon - dlon,
         lon_max=loc.lon + dlon,
     )
-    return [r["id"] for r in rows if haversine_m(loc.lat, loc.lon, r["lat"], r["lon"]) <= radius]
+
+
+async def find_duplicates(
+    conn: Conn, bodies: Sequence[ReportIn], *, now: datetime, ctx: IntakeContext
+) -> list[list[uuid.UUID]]:
+    """For each body, open reports of the same category within the radius and window."""
+    queries = [_nearby_query(b, ctx) for b in bodies]
+    asked = [(i, q) for i, q in enumerate(queries) if q is not None]
+    if not asked:
+        return [[] for _ in bodies]
+    found = await repository.nearby(
+        conn,
+        [q for _, q in asked],
+        since=now - timedelta(days=ctx.settings.duplicate_window_days),
+    )
+    result: list[list[uuid.UUID]] = [[] for _ in bodies]
+    radius = ctx.settings.duplicate_radius_m
+    for (i, _), rows in zip(asked, found, strict=True):
+        loc = bodies[i].location
+        lat, lon = float(loc.lat or 0.0), float(loc.lon or 0.0)  # set: it had a query
+        result[i] = [r["id"] for r in rows if haversine_m(lat, lon, r["lat"], r["lon"]) <= radius]
+    return result
+
+
+def _new_report(
+    s: Submission, *, number: str, duplicates: list[uuid.UUID], now: datetime, ctx: IntakeContext
+) -> repository.NewReport:
+    body, report_id = s.body, uuid.uuid4()
+    flags = [*s.flags, "possible_duplicate"] if duplicates else list(s.flags)
+    envelope = new_envelope(
+        ReportSubmitted(
+            report_id=report_id,
+            number=number,
+            category=body.category,
+            commune_code=body.location.commune_code,
+            lat=body.location.lat,
+            lon=body.location.lon,
+            channel=body.channel,
+            urgency=body.urgency,
+            source_app=s.app_id,
+            submitted_at=now,
+            flags=flags,
+            possible_duplicates=duplicates,
+        ),
+        source=SOURCE,
+        province=ctx.settings.province_code,
+        occurred_at=now,
+    )
+    key, value, headers = outbox_record(envelope)
+    details: dict[str, Any] = {"channel": body.channel}
+    if s.media:
+        details["media"] = len(s.media)
+    return repository.NewReport(
+        values={
+            "id": report_id,
+            "number": number,
+            "source_app": s.app_id,
+            "client_report_id": body.client_report_id,
+            "idempotency_key": s.idempotency_key,
+            "request_hash": s.fingerprint,
+            "category": body.category,
+            "description": body.description,
+            "search_text": fold_diacritics(body.description + " " + (body.location.address or "")),
+            "commune_code": body.location.commune_code,
+            "lat": body.location.lat,
+            "lon": body.location.lon,
+            "address": body.location.address,
+            "channel": body.channel,
+            "urgency": body.urgency,
+            "media_urls": [str(u) for u in body.media_urls],
+            "state": State.SUBMITTED.value,
+            "flags": flags,
+            "possible_duplicates": duplicates,
+            "submitted_at": now,
+            "reporter_name": body.reporter.name,
+            "reporter_phone": body.reporter.phone,
+            "reporter_email": body.reporter.email,
+            "reporter_anonymous": body.reporter.anonymous,
+            "event_id": envelope.event_id,
+            "details": details,
+            "event_key": key,
+            "event_value": value,
+            "event_headers": headers,
+        },
+        media=[(m.sha256, m.content_type, m.size, m.thumbnail_sha256) for m in s.media],
+    )
+
+
+async def write_submissions(
+    conn: Conn, batch: Sequence[Submission], *, numbers: NumberBlocks, ctx: IntakeContext
+) -> list[SubmitResult | Exception]:
+    """Store a batch of reports with their events in one statement; replays get the original.
+
+    Each item's outcome is a SubmitResult, or the exception its caller should see
+    (IdempotencyConflict when a key was reused with another body).
+    """
+    now = ctx.clock.now()
+    year = now.astimezone(LOCAL_TZ).year
+    sequence = await numbers.take(conn, len(batch))
+    duplicates = await find_duplicates(conn, [s.body for s in batch], now=now, ctx=ctx)
+    new = [
+        _new_report(
+            s,
+            number=human_number(ctx.settings.number_prefix, year, seq),
+            duplicates=dups,
+            now=now,
+            ctx=ctx,
+        )
+        for s, seq, dups in zip(batch, sequence, duplicates, strict=True)
+    ]
+    inserted = await repository.insert_submissions(conn, new, topic=REPORT_EVENTS)
+    outcomes: list[SubmitResult | Exception] = []
+    for s, report in zip(batch, new, strict=True):
+        if report.values["id"] in inserted:
+            SUBMISSIONS.labels(s.body.channel, "created").inc()
+            outcomes.append(SubmitResult(report=report.values, created=True))
+            continue
+        # the key was used before (or by another item of this batch): answer with that report
+        replay = await repository.find_replay(
+            conn,
+            source_app=s.app_id,
+            client_report_id=s.body.client_report_id,
+            idempotency_key=s.idempotency_key,
+        )
+        if replay is None:  # a conflict on a unique column that is not an idempotency key
+            outcomes.append(RuntimeError(f"report {report.values['number']} was not stored"))
+            continue
+        try:
+            outcomes.append(_replayed(replay, s.fingerprint))
+        except IdempotencyConflict as exc:
+            outcomes.append(exc)
+    return outcomes
+
+
+_Waiting = tuple[Submission, "asyncio.Future[SubmitResult]"]
+
+
+class SubmissionWriter:
+    """Group commit: concurrent submissions are written together, one statement per batch.
+
+    Requests queue their validated submission and wait; each of ``writers`` tasks takes
+    everything queued (up to ``batch_max``) and writes it with ``write_submissions``. Under
+    light load a batch is one report and nothing waits for a timer; under heavy load the
+    cost of a round trip and a commit is shared by the batch. If a batch fails, its items
+    are retried one by one, so a bad item fails alone.
+    """
+
+    def __init__(self, pool: asyncpg.Pool, *, ctx: IntakeContext) -> None:
+        self._pool = pool
+        self._ctx = ctx
+        self._queue: asyncio.Queue[_Waiting] = asyncio.Queue()
+        self._numbers = NumberBlocks(ctx.settings.number_block)
+
+    async def submit(self, submission: Submission) -> SubmitResult:
+        """Store a submission (or find its original); raises what its write raised."""
+        future: asyncio.Future[SubmitResult] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((submission, future))
+        return await future
+
+    async def run(self) -> None:
+        """One writer loop; run several concurrently.
+
+        A writer holds one connection while there is work and gives it back when idle; if
+        the database cannot be reached, the waiting requests get the error (answered 503).
+        """
+        while True:
+            batch = [await self._queue.get()]
+            try:
+                async with self._pool.acquire() as conn:
+                    while batch:
+                        self._fill(batch)
+                        await self._write(conn, batch)
+                        if conn.is_closed():  # the pool replaces it; take a fresh one
+                            break
+                        batch = [] if self._queue.empty() else [self._queue.get_nowait()]
+            except Exception as exc:
+                self._settle(batch, [exc] * len(batch))
+
+    def _fill(self, batch: list[_Waiting]) -> None:
+        limit = self._ctx.settings.submit_batch_max
+        while len(batch) < limit and not self._queue.empty():
+            batch.append(self._queue.get_nowait())
+        SUBMIT_BATCH.observe(len(batch))
+
+    async def _write(self, conn: Conn, batch: list[_Waiting]) -> None:
+        try:
+            outcomes = await write_submissions(
+                conn, [s for s, _ in batch], numbers=self._numbers, ctx=self._ctx
+            )
+        except Exception as exc:
+            if len(batch) > 1 and not conn.is_closed():
+                for item in batch:
+                    await self._write(conn, [item])
+                return
+            outcomes = [exc] * len(batch)
+        self._settle(batch, outcomes)
+
+    @staticmethod
+    def _settle(batch: list[_Waiting], outcomes: Sequence[SubmitResult | Exception]) -> None:
+        for (_, future), outcome in zip(batch, outcomes, strict=True):
+            if future.done():  # the caller went away; the report is stored all the same
+                continue
+            if isinstance(outcome, Exception):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
 
 
 async def submit_report(
-    conn: Conn, body: ReportIn, *, app_id: str, idempotency_key: str | None, ctx: IntakeContext
+    body: ReportIn,
+    *,
+    app_id: str,
+    idempotency_key: str | None,
+    ctx: IntakeContext,
 ) -> SubmitResult:
-    """Store a report with its ReportSubmitted event, or return the original on a replay."""
-    fingerprint = request_hash(body)
-    replay = await repository.find_replay(
-        conn,
-        source_app=app_id,
-        client_report_id=body.client_report_id,
-        idempotency_key=idempotency_key,
+    """Validate and store a report with its ReportSubmitted event (or find the original)."""
+    catalogue, writer = ctx.submissions()
+    submission = await validate_submission(
+        body, app_id=app_id, idempotency_key=idempotency_key, catalogue=catalogue, ctx=ctx
     )
-    if replay is not None:
-        return _replayed(replay, fingerprint)
-    if await repository.category(conn, code=body.category) is None:
-        raise InputError(422, "category", f"unknown category {body.category!r}")
-    check_location(body, ctx)
-    now = ctx.clock.now()
-    report_id = uuid.uuid4()
-    flags = content_warnings(body.description)
-    duplicates = await find_duplicates(conn, body, now=now, ctx=ctx)
-    if duplicates:
-        flags.append("possible_duplicate")
-    try:
-        async with conn.transaction():
-            number = human_number(
-                ctx.settings.number_prefix,
-                now.astimezone(LOCAL_TZ).year,
-                await repository.next_number(conn),
-            )
-            values = {
-                "id": report_id,
-                "number": number,
-                "source_app": app_id,
-                "client_report_id": body.client_report_id,
-                "idempotency_key": idempotency_key,
-                "request_hash": fingerprint,
-                "category": body.category,
-                "description": body.description,
-                "search_text": fold_diacritics(
-                    body.description + " " + (body.location.address or "")
-                ),
-                "commune_code": body.location.commune_code,
-                "lat": body.location.lat,
-                "lon": body.location.lon,
-                "address": body.location.address,
-                "channel": body.channel,
-                "urgency": body.urgency,
-                "media_urls": [str(u) for u in body.media_urls],
-                "state": State.SUBMITTED.value,
-                "flags": flags,
-                "possible_duplicates": duplicates,
-                "submitted_at": now,
-            }
-            await repository.insert_report(conn, values=values)
-            r = body.reporter
-            await repository.insert_reporter(
-                conn,
-                report_id=report_id,
-                name=r.name,
-                phone=r.phone,
-                email=r.email,
-                anonymous=r.anonymous,
-            )
-            envelope = new_envelope(
-                ReportSubmitted(
-                    report_id=report_id,
-                    number=number,
-                    category=body.category,
-                    commune_code=body.location.commune_code,
-                    lat=body.location.lat,
-                    lon=body.location.lon,
-                    channel=body.channel,
-                    urgency=body.urgency,
-                    source_app=app_id,
-                    submitted_at=now,
-                    flags=flags,
-                    possible_duplicates=duplicates,
-                ),
-                source=SOURCE,
-                province=ctx.settings.province_code,
-                occurred_at=now,
-            )
-            await repository.append_timeline(
-                conn,
-                report_id=report_id,
-                event_id=envelope.event_id,
-                at=now,
-                actor_role=Role.REPORTER.value,
-                actor_subject=f"app:{app_id}",
-                actor_agency_id=None,
-                action="submit",
-                from_state="",
-                to_state="submitted",
-                reason=None,
-                details={"channel": body.channel},
-            )
-            await add_to_outbox(conn, REPORT_EVENTS, envelope)
-    except asyncpg.UniqueViolationError:
-        # a concurrent retry with the same key won the race: answer with its report
-        replay = await repository.find_replay(
-            conn,
-            source_app=app_id,
-            client_report_id=body.client_report_id,
-            idempotency_key=idempotency_key,
-        )
-        if replay is None:
-            raise
-        return _replayed(replay, fingerprint)
-    SUBMISSIONS.labels(body.channel, "created").inc()
-    stored = await repository.get_report(conn, report_id=report_id)
-    assert stored is not None
-    return SubmitResult(report=stored, created=True)
+    return await writer.submit(submission)
 
 
 def _replayed(report: dict[str, Any], fingerprint: bytes) -> SubmitResult:

@@ -15,3 +15,8 @@ HTTP_SECONDS = Histogram(
     ["method", "route"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
+SUBMIT_BATCH = Histogram(
+    "intake_submit_batch_size",
+    "Submissions written together by one group-commit statement",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)

@@ -35,7 +35,7 @@ from pydantic import ValidationError
 from starlette.routing import Match
 
 from intake import repository
-from intake.auth import RateLimiter, hash_key
+from intake.auth import ApiKeyCache, RateLimiter
 from intake.domain import (
     CLOSED_FOR_OPEN311,
     REJECT_REASON_LABELS_VI,
@@ -811,8 +811,8 @@ _LIST_DOC: dict[str, Any] = {
 }
 
 
-def open311_router(ctx: IntakeContext) -> APIRouter:
-    """Router mounted under /open311/v2."""
+def open311_router(ctx: IntakeContext, keys: ApiKeyCache) -> APIRouter:
+    """Router mounted under /open311/v2; ``keys`` is the app's API key cache."""
     router = APIRouter(prefix=PREFIX, tags=["open311"], route_class=Open311Route)
     settings = ctx.settings
     limiter = RateLimiter()
@@ -859,7 +859,7 @@ def open311_router(ctx: IntakeContext) -> APIRouter:
         """Accept a report (type batch): answers a token, never the request id."""
         fmt = format_of(fmt)
         params = await _form(request)
-        app_id = await _authorise(conn, params)
+        app_id = await _authorise(params)
         check_jurisdiction(params, settings.jurisdiction_id)
         service_code = params.one("service_code")
         if service_code is None:
@@ -874,22 +874,9 @@ def open311_router(ctx: IntakeContext) -> APIRouter:
         if idempotency_key is not None and len(idempotency_key) > MAX_IDEMPOTENCY_KEY:
             raise bad_request("Idempotency-Key", f"at most {MAX_IDEMPOTENCY_KEY} characters")
         try:
-            async with conn.transaction():
-                result = await submit_report(
-                    conn,
-                    submission.body,
-                    app_id=app_id,
-                    idempotency_key=idempotency_key,
-                    ctx=ctx,
-                )
-                token = str(
-                    await conn.fetchval(
-                        UPSERT_TOKEN,
-                        secrets.token_urlsafe(18),
-                        result.report["id"],
-                        ctx.clock.now(),
-                    )
-                )
+            result = await submit_report(
+                submission.body, app_id=app_id, idempotency_key=idempotency_key, ctx=ctx
+            )
         except IdempotencyConflict as exc:
             raise Open311Error(
                 400,
@@ -902,6 +889,13 @@ def open311_router(ctx: IntakeContext) -> APIRouter:
             ) from exc
         except InputError as exc:
             raise _input_error(exc, submission.commune_param) from exc
+        # The token is written after the report: a crash in between leaves a report that the
+        # client's retry (same Idempotency-Key) finds and tokenises; nobody saw a token yet.
+        token = str(
+            await conn.fetchval(
+                UPSERT_TOKEN, secrets.token_urlsafe(18), result.report["id"], ctx.clock.now()
+            )
+        )
         headers = {} if result.created else {"Idempotent-Replayed": "true"}
         if result.created:
             logger.info(
@@ -911,23 +905,23 @@ def open311_router(ctx: IntakeContext) -> APIRouter:
         answer: list[Node] = [{"token": token, "service_notice": ACCEPTED_NOTICE}]
         return render(fmt, "service_requests", answer, headers=headers)
 
-    async def _authorise(conn: Conn, params: Params) -> str:
+    async def _authorise(params: Params) -> str:
         api_key = params.one("api_key")
         if api_key is None:
             raise Open311Error(403, [("api_key", "api_key: is required to create a request")])
-        row = await repository.key_by_hash(conn, key_hash=hash_key(api_key))
-        if row is None:
-            raise Open311Error(403, [("api_key", "api_key: unknown or revoked")])
-        if WRITE_SCOPE not in row["scopes"]:
+        caller = await keys.get(api_key)
+        if caller is None:
+            raise Open311Error(403, [("api_key", "api_key: unknown, revoked or expired")])
+        if WRITE_SCOPE not in caller.scopes:
             raise Open311Error(403, [("api_key", f"api_key: lacks scope {WRITE_SCOPE}")])
-        wait = limiter.check(row["id"], row["rate_per_minute"])
+        wait = limiter.check(caller.key_id, caller.rate_per_minute)
         if wait:
             raise Open311Error(
                 429,
-                [("rate_limited", f"api_key: at most {row['rate_per_minute']} a minute")],
+                [("rate_limited", f"api_key: at most {caller.rate_per_minute} a minute")],
                 headers={"Retry-After": str(int(wait))},
             )
-        return str(row["app_id"])
+        return caller.app_id
 
     @router.get("/tokens/{token}.{fmt}", responses=_ERRORS_DOC)
     async def token_lookup(token: str, fmt: str, request: Request, conn: DbConn) -> Response:

@@ -18,10 +18,21 @@ def province_communes(settings: IntakeSettings) -> frozenset[str]:
 
 
 def staff_verifier(settings: IntakeSettings) -> JwtVerifier:
-    """Verifier for staff JWTs: configured keys, or the development key pair."""
+    """Verifier for staff JWTs: PEM keys and/or a JWKS URL, else the development key pair.
+
+    With a JWKS URL the caller must ``await verifier.start()`` (and ``stop()``) around serving.
+    """
     if settings.jwt_public_keys:
         keys = load_public_keys(settings.jwt_public_keys)
+    elif settings.jwks_url:
+        keys = []
     else:
         _, public = dev_key_pair(settings.jwt_dev_key_dir)
         keys = [public]
-    return JwtVerifier(keys, issuer=settings.jwt_issuer, audience=settings.jwt_audience)
+    return JwtVerifier(
+        keys,
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        jwks_url=settings.jwks_url,
+        jwks_refresh_seconds=settings.jwks_refresh_seconds,
+    )

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -13,21 +15,34 @@ from paht_common.db import Conn
 
 KEY_BY_HASH = """
 SELECT id, app_id, scopes, rate_per_minute FROM api_keys
-WHERE key_hash = $1 AND revoked_at IS NULL
+WHERE key_hash = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())
 """
 INSERT_KEY = """
-INSERT INTO api_keys (id, app_id, key_hash, scopes, rate_per_minute) VALUES ($1, $2, $3, $4, $5)
+INSERT INTO api_keys (id, app_id, key_hash, scopes, rate_per_minute, label, expires_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
 ON CONFLICT (key_hash) DO NOTHING
 """
 REVOKE_KEY = "UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL"
-KEYS_OF = """
-SELECT id, app_id, scopes, rate_per_minute, created_at, revoked_at FROM api_keys
-WHERE app_id = $1 ORDER BY created_at
+_KEY_COLUMNS = """
+id, app_id, scopes, rate_per_minute, label, created_at, expires_at, revoked_at,
+CASE WHEN revoked_at IS NOT NULL THEN 'revoked'
+     WHEN expires_at <= now() THEN 'expired' ELSE 'active' END AS status
+"""
+KEYS_OF = f"""
+SELECT {_KEY_COLUMNS} FROM api_keys
+WHERE $1::text IS NULL OR app_id = $1 ORDER BY app_id, created_at, id
+"""
+KEY_BY_ID = f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE id = $1"
+KEY_BY_ID_FOR_UPDATE = KEY_BY_ID + " FOR UPDATE"
+EXPIRE_KEY = """
+UPDATE api_keys SET expires_at = LEAST(expires_at, now() + make_interval(secs => $2))
+WHERE id = $1 AND revoked_at IS NULL
+RETURNING expires_at
 """
 
 
 async def key_by_hash(conn: Conn, *, key_hash: bytes) -> dict[str, Any] | None:
-    """The active key with this hash."""
+    """The active key with this hash (neither revoked nor expired)."""
     row = await conn.fetchrow(KEY_BY_HASH, key_hash)
     return None if row is None else dict(row)
 
@@ -40,9 +55,13 @@ async def insert_key(
     key_hash: bytes,
     scopes: Sequence[str],
     rate_per_minute: int,
+    label: str | None = None,
+    expires_at: datetime | None = None,
 ) -> None:
-    """Store a new key (idempotent on the hash)."""
-    await conn.execute(INSERT_KEY, key_id, app_id, key_hash, list(scopes), rate_per_minute)
+    """Store a new key (idempotent on the hash); ``expires_at`` None never expires."""
+    await conn.execute(
+        INSERT_KEY, key_id, app_id, key_hash, list(scopes), rate_per_minute, label, expires_at
+    )
 
 
 async def revoke_key(conn: Conn, *, key_id: uuid.UUID) -> bool:
@@ -50,9 +69,26 @@ async def revoke_key(conn: Conn, *, key_id: uuid.UUID) -> bool:
     return str(await conn.execute(REVOKE_KEY, key_id)).endswith(" 1")
 
 
-async def keys_of(conn: Conn, *, app_id: str) -> list[dict[str, Any]]:
-    """Every key of an app (never the hashes)."""
+async def keys_of(conn: Conn, *, app_id: str | None) -> list[dict[str, Any]]:
+    """Every key of an app, or of every app (never the hashes), with its ``status``."""
     return [dict(r) for r in await conn.fetch(KEYS_OF, app_id)]
+
+
+async def key_by_id(
+    conn: Conn, *, key_id: uuid.UUID, for_update: bool = False
+) -> dict[str, Any] | None:
+    """One key (never its hash) with its ``status``: active, expired or revoked."""
+    row = await conn.fetchrow(KEY_BY_ID_FOR_UPDATE if for_update else KEY_BY_ID, key_id)
+    return None if row is None else dict(row)
+
+
+async def expire_key(conn: Conn, *, key_id: uuid.UUID, within_seconds: float) -> datetime | None:
+    """Make a key expire ``within_seconds`` from now unless it expires sooner already.
+
+    Returns the key's expiry, or None when it is unknown or revoked.
+    """
+    expires_at: datetime | None = await conn.fetchval(EXPIRE_KEY, key_id, within_seconds)
+    return expires_at
 
 
 # --- categories -------------------------------------------------------------------------
@@ -101,16 +137,66 @@ async def upsert_category(
 
 # --- reports ----------------------------------------------------------------------------
 
-NEXT_NUMBER = "SELECT nextval('report_number_seq')"
-INSERT_REPORT = """
-INSERT INTO reports (id, number, source_app, client_report_id, idempotency_key, request_hash,
-    category, description, search_text, commune_code, lat, lon, address, channel, urgency,
-    media_urls, state, flags, possible_duplicates, submitted_at, updated_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19,
-        $20, $20)
-"""
-INSERT_REPORTER = """
-INSERT INTO reporters (report_id, name, phone, email, anonymous) VALUES ($1, $2, $3, $4, $5)
+NEXT_NUMBERS = "SELECT nextval('report_number_seq') FROM generate_series(1, $1)"
+# One statement writes a whole batch of submissions (group commit): the reports, then for the
+# ones actually inserted (an idempotent replay conflicts and is skipped) their reporter,
+# timeline row, outbox event and media. A single statement is atomic on its own.
+INSERT_SUBMISSIONS = """
+WITH input AS (
+    SELECT * FROM unnest(
+        $1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[], $7::text[],
+        $8::text[], $9::text[], $10::text[], $11::float8[], $12::float8[], $13::text[],
+        $14::text[], $15::text[], $16::text[], $17::text[], $18::text[], $19::timestamptz[],
+        $20::text[], $21::text[], $22::text[], $23::bool[], $24::uuid[], $25::text[],
+        $26::bytea[], $27::bytea[], $28::text[]
+    ) AS t(id, number, source_app, client_report_id, idempotency_key, request_hash, category,
+           description, search_text, commune_code, lat, lon, address, channel, urgency,
+           media_urls, flags, possible_duplicates, submitted_at, reporter_name, reporter_phone,
+           reporter_email, reporter_anonymous, event_id, details, event_key, event_value,
+           event_headers)
+), ins AS (
+    INSERT INTO reports (id, number, source_app, client_report_id, idempotency_key,
+        request_hash, category, description, search_text, commune_code, lat, lon, address,
+        channel, urgency, media_urls, state, flags, possible_duplicates, submitted_at,
+        updated_at)
+    SELECT id, number, source_app, client_report_id, idempotency_key, request_hash, category,
+        description, search_text, commune_code, lat, lon, address, channel, urgency,
+        ARRAY(SELECT jsonb_array_elements_text(media_urls::jsonb)), 'submitted',
+        ARRAY(SELECT jsonb_array_elements_text(flags::jsonb)),
+        ARRAY(SELECT jsonb_array_elements_text(possible_duplicates::jsonb)::uuid),
+        submitted_at, submitted_at
+    FROM input
+    ON CONFLICT DO NOTHING
+    RETURNING id
+), reporter AS (
+    INSERT INTO reporters (report_id, name, phone, email, anonymous)
+    SELECT i.id, i.reporter_name, i.reporter_phone, i.reporter_email, i.reporter_anonymous
+    FROM input i JOIN ins USING (id)
+), timeline AS (
+    INSERT INTO report_timeline (report_id, event_id, at, actor_role, actor_subject,
+        actor_agency_id, action, from_state, to_state, reason, details)
+    SELECT i.id, i.event_id, i.submitted_at, 'reporter', 'app:' || i.source_app, NULL,
+        'submit', '', 'submitted', NULL, i.details::jsonb
+    FROM input i JOIN ins USING (id)
+), events AS (
+    INSERT INTO outbox (event_id, topic, key, value, headers)
+    SELECT i.event_id, $29, i.event_key, i.event_value, i.event_headers::jsonb
+    FROM input i JOIN ins USING (id)
+    ON CONFLICT (event_id) DO NOTHING
+), stored_media AS (
+    INSERT INTO media (sha256, content_type, size, thumbnail_sha256)
+    SELECT DISTINCT ON (sha256) *
+    FROM unnest($30::text[], $31::text[], $32::bigint[], $33::text[])
+        AS m(sha256, content_type, size, thumbnail_sha256)
+    ORDER BY sha256
+    ON CONFLICT (sha256) DO NOTHING
+), attached AS (
+    INSERT INTO report_media (report_id, sha256, position)
+    SELECT a.report_id, a.sha256, a.position
+    FROM unnest($34::uuid[], $35::text[], $36::int[]) AS a(report_id, sha256, position)
+    JOIN ins ON ins.id = a.report_id
+)
+SELECT id FROM ins
 """
 REPORT_COLUMNS = """
 r.id, r.number, r.source_app, r.client_report_id, r.category, r.description, r.commune_code,
@@ -130,11 +216,16 @@ REPORT_BY_IDEMPOTENCY = (
 )
 REPORTER = "SELECT name, phone, email, anonymous FROM reporters WHERE report_id = $1"
 NEARBY = """
-SELECT id, lat, lon FROM reports
-WHERE category = $1 AND submitted_at >= $2 AND lat IS NOT NULL
-  AND lat BETWEEN $3 AND $4 AND lon BETWEEN $5 AND $6
-  AND state NOT IN ('rejected', 'merged', 'closed')
-LIMIT 50
+SELECT q.i, r.id, r.lat, r.lon
+FROM unnest($1::int[], $2::text[], $3::float8[], $4::float8[], $5::float8[], $6::float8[])
+    AS q(i, category, lat_min, lat_max, lon_min, lon_max)
+CROSS JOIN LATERAL (
+    SELECT id, lat, lon FROM reports
+    WHERE category = q.category AND submitted_at >= $7 AND lat IS NOT NULL
+      AND lat BETWEEN q.lat_min AND q.lat_max AND lon BETWEEN q.lon_min AND q.lon_max
+      AND state NOT IN ('rejected', 'merged', 'closed')
+    LIMIT 50
+) r
 """
 INSERT_TIMELINE = """
 INSERT INTO report_timeline (report_id, event_id, at, actor_role, actor_subject,
@@ -148,50 +239,75 @@ FROM report_timeline WHERE report_id = $1 ORDER BY id
 """
 
 
-async def next_number(conn: Conn) -> int:
-    """Next value of the report number sequence (gaps are possible, never repeats)."""
-    return int(await conn.fetchval(NEXT_NUMBER))
+async def next_numbers(conn: Conn, count: int) -> list[int]:
+    """Values of the report number sequence (gaps are possible, never repeats)."""
+    return [int(r[0]) for r in await conn.fetch(NEXT_NUMBERS, count)]
 
 
-async def insert_report(conn: Conn, *, values: dict[str, Any]) -> None:
-    """Insert a new report row; UniqueViolation on a replayed idempotency key."""
-    v = values
-    await conn.execute(
-        INSERT_REPORT,
-        v["id"],
-        v["number"],
-        v["source_app"],
-        v["client_report_id"],
-        v["idempotency_key"],
-        v["request_hash"],
-        v["category"],
-        v["description"],
-        v["search_text"],
-        v["commune_code"],
-        v["lat"],
-        v["lon"],
-        v["address"],
-        v["channel"],
-        v["urgency"],
-        v["media_urls"],
-        v["state"],
-        v["flags"],
-        v["possible_duplicates"],
-        v["submitted_at"],
-    )
+@dataclass(frozen=True)
+class NewReport:
+    """Everything one submission writes: the report, its reporter, event and media."""
+
+    values: dict[str, Any]
+    """Report columns, reporter_* fields and the event's id, key, value and headers."""
+    media: Sequence[tuple[str, str, int, str | None]] = ()
+    """(sha256, content_type, size, thumbnail_sha256) in upload order."""
 
 
-async def insert_reporter(
-    conn: Conn,
-    *,
-    report_id: uuid.UUID,
-    name: str | None,
-    phone: str | None,
-    email: str | None,
-    anonymous: bool,
-) -> None:
-    """Store the reporter's identity apart from the report."""
-    await conn.execute(INSERT_REPORTER, report_id, name, phone, email, anonymous)
+_SUBMISSION_COLUMNS = (
+    "id",
+    "number",
+    "source_app",
+    "client_report_id",
+    "idempotency_key",
+    "request_hash",
+    "category",
+    "description",
+    "search_text",
+    "commune_code",
+    "lat",
+    "lon",
+    "address",
+    "channel",
+    "urgency",
+    "media_urls",
+    "flags",
+    "possible_duplicates",
+    "submitted_at",
+    "reporter_name",
+    "reporter_phone",
+    "reporter_email",
+    "reporter_anonymous",
+    "event_id",
+    "details",
+    "event_key",
+    "event_value",
+    "event_headers",
+)
+_JSON_COLUMNS = frozenset(
+    {"media_urls", "flags", "possible_duplicates", "details", "event_headers"}
+)
+
+
+async def insert_submissions(
+    conn: Conn, reports: Sequence[NewReport], *, topic: str
+) -> set[uuid.UUID]:
+    """Write a batch in one statement; returns the ids inserted (replays are skipped)."""
+    columns: list[list[Any]] = [[] for _ in _SUBMISSION_COLUMNS]
+    media_columns: list[list[Any]] = [[], [], [], []]
+    attached: list[list[Any]] = [[], [], []]
+    for report in reports:
+        for column, name in zip(columns, _SUBMISSION_COLUMNS, strict=True):
+            value = report.values[name]
+            column.append(json.dumps(value, default=str) if name in _JSON_COLUMNS else value)
+        for position, item in enumerate(report.media, start=1):
+            for column, value in zip(media_columns, item, strict=True):
+                column.append(value)
+            attached[0].append(report.values["id"])
+            attached[1].append(item[0])
+            attached[2].append(position)
+    rows = await conn.fetch(INSERT_SUBMISSIONS, *columns, topic, *media_columns, *attached)
+    return {r["id"] for r in rows}
 
 
 async def get_report(
@@ -223,19 +339,37 @@ async def reporter(conn: Conn, *, report_id: uuid.UUID) -> dict[str, Any] | None
     return None if row is None else dict(row)
 
 
+@dataclass(frozen=True)
+class NearbyQuery:
+    """One submission's search box for possible duplicates."""
+
+    category: str
+    lat_min: float
+    lat_max: float
+    lon_min: float
+    lon_max: float
+
+
 async def nearby(
-    conn: Conn,
-    *,
-    category: str,
-    since: datetime,
-    lat_min: float,
-    lat_max: float,
-    lon_min: float,
-    lon_max: float,
-) -> list[dict[str, Any]]:
-    """Open reports of a category inside a bounding box since an instant."""
-    rows = await conn.fetch(NEARBY, category, since, lat_min, lat_max, lon_min, lon_max)
-    return [dict(r) for r in rows]
+    conn: Conn, queries: Sequence[NearbyQuery], *, since: datetime
+) -> list[list[dict[str, Any]]]:
+    """For each query, open reports of its category inside its box submitted since ``since``."""
+    found: list[list[dict[str, Any]]] = [[] for _ in queries]
+    if not queries:
+        return found
+    rows = await conn.fetch(
+        NEARBY,
+        list(range(len(queries))),
+        [q.category for q in queries],
+        [q.lat_min for q in queries],
+        [q.lat_max for q in queries],
+        [q.lon_min for q in queries],
+        [q.lon_max for q in queries],
+        since,
+    )
+    for row in rows:
+        found[row["i"]].append({"id": row["id"], "lat": row["lat"], "lon": row["lon"]})
+    return found
 
 
 async def append_timeline(

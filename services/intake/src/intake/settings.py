@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import Field
+
 from paht_common.settings import BaseServiceSettings, env_setting
+
+DEV_ADMIN_TOKEN = "dev-admin-token"
 
 
 class IntakeSettings(BaseServiceSettings):
@@ -24,7 +28,11 @@ class IntakeSettings(BaseServiceSettings):
     dev_api_key: str = "dev-only-key"
     """Key of the development app ``demo-app``; refused when PAHT_ENV=production."""
     jwt_public_keys: str = ""
-    """PEM public keys (concatenated) that verify staff JWTs; empty uses the dev key pair."""
+    """PEM public keys (concatenated) of staff JWTs; with no JWKS URL either, the dev pair."""
+    jwks_url: str = ""
+    """JWKS (RFC 7517) of the identity provider that signs staff JWTs; tried with the PEM keys."""
+    jwks_refresh_seconds: float = Field(300, gt=0)
+    """How often the JWKS is fetched again (an unknown ``kid`` also triggers a fetch)."""
     jwt_dev_key_dir: Path = Path(".paht/dev-jwt")
     jwt_issuer: str = "paht-dev"
     jwt_audience: str = "paht"
@@ -36,6 +44,21 @@ class IntakeSettings(BaseServiceSettings):
     max_media_bytes: int = 10_000_000
     max_media_files: int = 5
     """Most files one report may carry."""
+    admin_token: str = DEV_ADMIN_TOKEN
+    """Bearer token of the key admin API (/v1/admin); refused when PAHT_ENV=production."""
+    api_key_cache_seconds: float = 60.0
+    """How long a looked-up API key is cached. Key changes also clear the cache at once
+    (PostgreSQL NOTIFY); this bounds staleness should a notification ever be missed."""
+    category_cache_seconds: float = 30.0
+    """How long the category catalogue is cached (an unknown code is always re-checked)."""
+    submit_batch_max: int = 200
+    """Most submissions written in one database statement (group commit)."""
+    submit_writers: int = 1
+    """Concurrent group-commit writers, each holding one pooled connection while busy. One
+    gives the largest batches, hence the least CPU per report; more lower the latency only
+    when the database, not this process, is the bottleneck (see bench/bench_intake.py)."""
+    number_block: int = 32
+    """Report numbers reserved per sequence query (a restart leaves a gap of at most this)."""
     max_reopens: int = 2
     reopen_window_days: int = 30
     max_extensions: int = 1
@@ -51,6 +74,10 @@ class IntakeSettings(BaseServiceSettings):
         secrets: dict[str, str] = {}
         if self.dev_api_key:  # empty means: no development app at all
             secrets["INTAKE_DEV_API_KEY"] = self.dev_api_key
-        if not self.jwt_public_keys:
-            secrets["INTAKE_JWT_PUBLIC_KEYS"] = ""
+        if not self.jwt_public_keys and not self.jwks_url:
+            secrets["INTAKE_JWT_PUBLIC_KEYS"] = ""  # or INTAKE_JWKS_URL
+        # the development default is refused as if it were empty
+        secrets["INTAKE_ADMIN_TOKEN"] = (
+            "" if self.admin_token == DEV_ADMIN_TOKEN else self.admin_token
+        )
         return secrets

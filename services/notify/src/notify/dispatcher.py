@@ -31,7 +31,7 @@ from notify.handlers import record_attempt
 from notify.metrics import DELIVERIES, DELIVERY_SECONDS, PENDING
 from notify.settings import NotifySettings
 from paht_common.consumer import INFRASTRUCTURE_ERRORS
-from paht_common.http import PooledConnection
+from paht_common.db import ChannelListener
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +70,8 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._in_flight: Counter[uuid.UUID] = Counter()
-        self._listener_lost = False
+        # a lost listener wakes the loop, which listens again on a fresh connection
+        self._listener = ChannelListener(pool, repository.WAKE_CHANNEL, self._wake.set)
 
     @classmethod
     def from_settings(
@@ -93,21 +94,11 @@ class Dispatcher:
             shutdown_grace=settings.shutdown_grace_seconds,
         )
 
-    def _on_notify(self, *_: object) -> None:
-        self._wake.set()
-
-    def _on_listener_lost(self, *_: object) -> None:
-        # the pool takes the dead connection back at once: the proxy must not be used again
-        self._listener_lost = True
-        self._wake.set()
-
     async def run(self) -> None:
         """Dispatch until cancelled; on cancellation, let running sends finish (bounded)."""
-        listener: PooledConnection | None = None
         try:
             while True:
-                if listener is None or self._listener_lost:
-                    listener = await self._listen(listener)
+                await self._listener.ensure()  # polls while PostgreSQL is away
                 # cleared before claiming: a NOTIFY that arrives during the claim is not lost
                 self._wake.clear()
                 wait = await self.dispatch_once()
@@ -116,36 +107,7 @@ class Dispatcher:
                         await asyncio.wait_for(self._wake.wait(), wait)
         finally:
             await self._drain()
-            if listener is not None:
-                await self._unlisten(listener)
-
-    async def _listen(self, previous: PooledConnection | None) -> PooledConnection | None:
-        """A connection LISTENing for new deliveries, or None (polling) while PostgreSQL is away."""
-        if previous is not None:
-            await self._unlisten(previous)
-        self._listener_lost = False
-        try:
-            listener = await self._pool.acquire()
-        except DATABASE_ERRORS as exc:
-            logger.warning("cannot LISTEN for new deliveries, polling: %r", exc)
-            return None
-        try:
-            await listener.add_listener(repository.WAKE_CHANNEL, self._on_notify)
-            # a lost listener wakes the loop, which listens again on a fresh connection
-            listener.add_termination_listener(self._on_listener_lost)
-        except DATABASE_ERRORS as exc:
-            logger.warning("cannot LISTEN for new deliveries, polling: %r", exc)
-            await self._pool.release(listener)
-            return None
-        return listener
-
-    async def _unlisten(self, listener: PooledConnection) -> None:
-        with contextlib.suppress(*DATABASE_ERRORS):
-            listener.remove_termination_listener(self._on_listener_lost)
-        with contextlib.suppress(*DATABASE_ERRORS):
-            await listener.remove_listener(repository.WAKE_CHANNEL, self._on_notify)
-        with contextlib.suppress(*DATABASE_ERRORS):
-            await self._pool.release(listener)
+            await self._listener.stop()
 
     async def dispatch_once(self) -> float:
         """Lease what is due and start sending it; returns seconds to wait before the next call."""
