@@ -414,6 +414,8 @@ async def test_admin_routes_are_documented_with_their_problems(admin):
         (KEYS, "get"),
         (f"{KEYS}/{{key_id}}/rotate", "post"),
         (f"{KEYS}/{{key_id}}", "delete"),
+        ("/v1/admin/agencies", "get"),
+        ("/v1/admin/agencies/{agency_id}", "put"),
     }
     for (path, method), op in operations.items():
         assert op["tags"] == ["admin"], (path, method)

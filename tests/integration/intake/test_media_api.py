@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+import time
 
 import pytest
 from PIL import Image
+
+from intake import media
+from intake.__main__ import collect_media_garbage
 
 pytestmark = pytest.mark.integration
 
@@ -158,3 +163,42 @@ async def test_staff_view_lists_media_public_view_does_not(intake):
     assert [m["sha256"] for m in staff.json()["media"]] == [sha]
     assert staff.json()["media"][0]["url"] == f"/v1/media/{sha}"
     assert "media" not in public.json()
+
+
+# --- orphaned files ------------------------------------------------------------------------
+
+
+def age(path, hours: float) -> None:
+    stamp = time.time() - hours * 3600
+    os.utime(path, (stamp, stamp))
+
+
+async def test_gc_media_deletes_only_old_unrecorded_files(intake):
+    report = await intake.submit()
+    kept = png((1, 2, 3))
+    response = await upload(intake, report["id"], ("kept.png", kept, "image/png"))
+    assert response.status_code == 201
+    [item] = response.json()["media"]
+    root = intake.settings.media_dir
+    recorded = media.path_of(root, item["sha256"])
+    thumb = media.path_of(root, item["thumbnail_url"].split("/")[-2])
+    # a file stored by a submission that never committed, and one still in flight
+    old_orphan = media.store(png((9, 9, 9)), root=root)
+    new_orphan = media.store(png((8, 8, 8), size=(20, 20)), root=root)
+    abandoned = root / "ab" / ".tmpfile.tmp"
+    abandoned.parent.mkdir(parents=True, exist_ok=True)
+    abandoned.write_bytes(b"partial")
+    for path in (recorded, thumb, old_orphan.path, abandoned):
+        age(path, 48)
+
+    dry = await collect_media_garbage(intake.settings, older_than_hours=24, dry_run=True)
+    assert old_orphan.path.exists()
+    removed = await collect_media_garbage(intake.settings, older_than_hours=24, dry_run=False)
+
+    assert sorted(dry) == sorted(removed)
+    assert {old_orphan.path, abandoned} <= set(removed)
+    assert not old_orphan.path.exists()
+    assert not abandoned.exists()
+    assert recorded.exists()
+    assert thumb.exists()
+    assert new_orphan.path.exists()  # too young: may belong to a submission in flight

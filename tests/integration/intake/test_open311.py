@@ -7,6 +7,8 @@ than imported from the implementation.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import uuid
 import xml.etree.ElementTree as ET
@@ -19,6 +21,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from PIL import Image
 
 from intake import repository
 from intake.api import MIGRATIONS, build_app
@@ -725,3 +728,81 @@ async def test_jurisdiction_id_is_optional_and_checked(facade: Facade) -> None:
     assert ours.status_code == 200
     other = await facade.client.get(f"{BASE}/services.xml", params={"jurisdiction_id": "sfgov.org"})
     assert_errors(other, "xml", 404)
+
+
+# --- multipart media[] (GeoReport v2.1 draft) --------------------------------------------
+
+
+def jpeg_bytes(shade: int) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (32, 24), (shade, shade, 255 - shade)).save(out, format="JPEG")
+    return out.getvalue()
+
+
+async def test_multipart_post_attaches_media_to_the_request(facade: Facade) -> None:
+    photos = [jpeg_bytes(10), jpeg_bytes(200)]
+    fields = {"api_key": API_KEY, "service_code": "INFRA.ROAD", "lat": LAT, "long": LONG}
+
+    response = await facade.client.post(
+        f"{BASE}/requests.json",
+        data=fields,
+        files=[("media[]", (f"{i}.jpg", p, "image/jpeg")) for i, p in enumerate(photos)],
+    )
+
+    assert response.status_code == 200, response.text
+    token = response.json()[0]["token"]
+    number = (await facade.client.get(f"{BASE}/tokens/{token}.json")).json()[0][
+        "service_request_id"
+    ]
+    report_id = await facade.report_id(number)
+    shas = await facade.db.fetch(
+        "SELECT sha256 FROM report_media WHERE report_id = $1 ORDER BY position", report_id
+    )
+    assert [r["sha256"] for r in shas] == [hashlib.sha256(p).hexdigest() for p in photos]
+
+
+@pytest.mark.parametrize("fmt", ["json", "xml"])
+async def test_multipart_post_with_a_text_file_is_400_naming_media(
+    facade: Facade, fmt: str
+) -> None:
+    fields = {"api_key": API_KEY, "service_code": "INFRA.ROAD", "lat": LAT, "long": LONG}
+    before = await facade.db.fetchval("SELECT count(*) FROM reports")
+
+    response = await facade.client.post(
+        f"{BASE}/requests.{fmt}",
+        data=fields,
+        files=[("media[]", ("x.jpg", b"not an image", "image/jpeg"))],
+    )
+
+    [error] = assert_errors(response, fmt, 400)
+    assert error["code"] == "media"
+    assert "media[][0]" in error["description"]
+    assert await facade.db.fetchval("SELECT count(*) FROM reports") == before
+
+
+async def test_multipart_post_without_files_is_like_a_form_post(facade: Facade) -> None:
+    fields = {"api_key": API_KEY, "service_code": "INFRA.ROAD", "lat": LAT, "long": LONG}
+
+    response = await facade.client.post(
+        f"{BASE}/requests.json", data=fields, files=[("unrelated", ("a.txt", b"x", "text/plain"))]
+    )
+
+    assert response.status_code == 200, response.text
+    assert set(response.json()[0]) == {"token", "service_notice"}
+
+
+async def test_a_malformed_multipart_post_is_400(facade: Facade) -> None:
+    body = (
+        b"--b\r\nContent-Disposition: form-data; name=api_key\r\nBad[Header]: 1\r\n\r\n"
+        + API_KEY.encode()
+        + b"\r\n--b--\r\n"
+    )
+
+    response = await facade.client.post(
+        f"{BASE}/requests.json",
+        content=body,
+        headers={"Content-Type": "multipart/form-data; boundary=b"},
+    )
+
+    [error] = assert_errors(response, "json", 400)
+    assert error["code"] == "body"

@@ -248,3 +248,28 @@ async def test_a_failing_item_does_not_sink_its_batch(intake):
     async with intake.pool.acquire() as conn:
         stored = await conn.fetchval("SELECT count(*) FROM reports WHERE source_app = $1", app_id)
     assert stored == 3
+
+
+async def test_a_malformed_multipart_body_is_400_naming_the_body(intake):
+    boundary = "xyz"
+    body = (
+        f"--{boundary}\r\nContent-Disposition: form-data; name=report\r\n"
+        "Bad[Header]: 1\r\n\r\n{}\r\n"
+        f"--{boundary}--\r\n"
+    ).encode()
+
+    response = await intake.client.post(
+        "/v1/reports",
+        content=body,
+        headers={**intake.app_headers, "Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
+
+    assert intake.problem(response, 400) == {"body"}
+
+
+async def test_far_too_many_files_is_422_naming_files(intake):
+    files = [(f"{i}.jpg", jpeg((i, 0, 0))) for i in range(intake.settings.max_media_files + 3)]
+
+    response = await post_multipart(intake, intake.body(), files)
+
+    assert intake.problem(response, 422) == {"files"}

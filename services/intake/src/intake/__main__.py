@@ -1,8 +1,9 @@
-"""``python -m intake [serve|migrate|seed|create-api-key|revoke-api-key|issue-token]``.
+"""``python -m intake [serve|migrate|seed|create-api-key|revoke-api-key|gc-media|issue-token]``.
 
 python -m intake create-api-key --app hue-s --scopes reports:write reports:read
 python -m intake create-api-key --app hue-s --label "Huế-S 2026" --expires-in-days 365
 python -m intake revoke-api-key KEY_ID
+python -m intake gc-media --older-than-hours 24 [--dry-run]     # delete unrecorded files
 python -m intake issue-token --role coordinator --sub alice          # development only
 python -m intake issue-token --role officer --sub bob --agency ubnd-07627
 """
@@ -14,8 +15,9 @@ import asyncio
 import sys
 import uuid
 from datetime import timedelta
+from pathlib import Path
 
-from intake import repository
+from intake import media, repository
 from intake.api import MIGRATIONS, build_app
 from intake.auth import dev_key_pair, hash_key, issue_token, new_api_key
 from intake.seed import seed
@@ -65,6 +67,25 @@ async def _revoke_key(settings: IntakeSettings, key_id: uuid.UUID) -> bool:
         await pool.close()
 
 
+async def collect_media_garbage(
+    settings: IntakeSettings, *, older_than_hours: float, dry_run: bool
+) -> list[Path]:
+    """Delete stored files no media row records (older than the age); returns them."""
+    pool = await connect_with_retry(settings)
+    try:
+        async with pool.acquire() as conn:
+            referenced = await repository.stored_digests(conn)
+    finally:
+        await pool.close()
+    found = media.orphans(
+        settings.media_dir, referenced, older_than_seconds=older_than_hours * 3600
+    )
+    if not dry_run:
+        for path in found:
+            path.unlink(missing_ok=True)
+    return found
+
+
 def admin(settings: IntakeSettings, argv: list[str]) -> int:
     """The admin commands; returns the exit code."""
     parser = argparse.ArgumentParser(prog="python -m intake")
@@ -77,6 +98,9 @@ def admin(settings: IntakeSettings, argv: list[str]) -> int:
     create.add_argument("--expires-in-days", type=float, help="default: never expires")
     revoke = sub.add_parser("revoke-api-key")
     revoke.add_argument("key_id", type=uuid.UUID)
+    gc = sub.add_parser("gc-media", help="delete stored files that no report refers to")
+    gc.add_argument("--older-than-hours", type=float, default=24.0)
+    gc.add_argument("--dry-run", action="store_true")
     token = sub.add_parser("issue-token")
     token.add_argument(
         "--role", required=True, choices=["coordinator", "officer", "leader", "supervisor"]
@@ -98,6 +122,16 @@ def admin(settings: IntakeSettings, argv: list[str]) -> int:
         return 0
     if args.command == "revoke-api-key":
         return 0 if asyncio.run(_revoke_key(settings, args.key_id)) else 1
+    if args.command == "gc-media":
+        removed = asyncio.run(
+            collect_media_garbage(
+                settings, older_than_hours=args.older_than_hours, dry_run=args.dry_run
+            )
+        )
+        verb = "would delete" if args.dry_run else "deleted"
+        sys.stdout.write("".join(f"{verb} {p}\n" for p in removed))
+        sys.stdout.write(f"{len(removed)} orphaned file(s)\n")
+        return 0
     if settings.env == "production":
         sys.stderr.write("issue-token uses the development key and is disabled in production\n")
         return 2
@@ -120,7 +154,7 @@ def admin(settings: IntakeSettings, argv: list[str]) -> int:
 if __name__ == "__main__":
     settings = IntakeSettings()
     command = sys.argv[1] if len(sys.argv) > 1 else "serve"
-    if command in {"create-api-key", "revoke-api-key", "issue-token"}:
+    if command in {"create-api-key", "revoke-api-key", "gc-media", "issue-token"}:
         sys.exit(admin(settings, sys.argv[1:]))
     sys.exit(
         service_main(

@@ -1,4 +1,5 @@
-"""HTTP admin API of upstream-app API keys: create, list, rotate with a grace period, revoke.
+"""HTTP admin API of upstream-app API keys: create, list, rotate with a grace period, revoke;
+and of the agency directory: list, create or update (name, leader approval).
 
 Mounted by ``intake.api.build_app`` under ``/v1/admin``; every route needs
 ``Authorization: Bearer <INTAKE_ADMIN_TOKEN>``. A plaintext key is answered once, when it is
@@ -8,13 +9,22 @@ made; the database keeps only its SHA-256.
 from __future__ import annotations
 
 import hmac
+import unicodedata
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Depends, Header, Query, Response
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from fastapi import APIRouter, Body, Depends, Header, Path, Query, Response
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StringConstraints,
+    field_validator,
+)
 
 from intake import repository
 from intake.auth import hash_key, new_api_key
@@ -32,6 +42,19 @@ AppId = Annotated[
 ]
 NO_NUL = r"^[^\x00]*$"
 Label = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=NO_NUL)]
+NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"
+AgencyName = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=300, pattern=NO_CONTROL)
+]
+AgencyIdPath = Annotated[
+    str,
+    Path(
+        min_length=1,
+        max_length=100,
+        pattern=r"^[^\s\x00-\x1f\x7f](?:[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f])?$",
+        description="the agency id routing and assignments use (no surrounding whitespace)",
+    ),
+]
 
 _PROBLEM_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -145,6 +168,53 @@ class ApiKeyList(BaseModel):
     """Keys ordered by app, then age."""
 
     items: list[ApiKeyView]
+
+
+class AgencyPut(BaseModel):
+    """An agency of the directory as an admin sets it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: AgencyName | None = Field(
+        None,
+        description="display name (stored in NFC); required when the agency is new, "
+        "omitted or null keeps the current one. The next report.routed naming the agency "
+        "replaces it with routing's name.",
+    )
+    requires_leader_approval: StrictBool = Field(
+        description="responses of the agency's officers wait for its leader's approval "
+        "(PENDING_APPROVAL); applies to reports assigned from now on"
+    )
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _nfc(cls, value: object) -> object:
+        return unicodedata.normalize("NFC", value) if isinstance(value, str) else value
+
+
+class AgencyView(BaseModel):
+    """An agency of the directory."""
+
+    id: str
+    name: str
+    requires_leader_approval: bool
+    updated_at: str
+
+
+class AgencyList(BaseModel):
+    """The agency directory, ordered by id."""
+
+    items: list[AgencyView]
+
+
+def agency_view(row: dict[str, Any]) -> AgencyView:
+    """The answered form of an agency row."""
+    return AgencyView(
+        id=row["id"],
+        name=row["name"],
+        requires_leader_approval=row["requires_leader_approval"],
+        updated_at=to_local_iso(row["updated_at"]),
+    )
 
 
 def key_view(row: dict[str, Any]) -> ApiKeyView:
@@ -300,5 +370,37 @@ def admin_router(settings: IntakeSettings, on_keys_changed: Callable[[], None]) 
                 raise Problem(404, "Not found", f"no API key {key_id}", field="key_id")
         on_keys_changed()
         return Response(status_code=204)
+
+    @router.get("/agencies", response_model=AgencyList, responses=_problems(401, 422))
+    async def list_agencies(conn: DbConn) -> AgencyList:
+        """The agency directory: names (learned from routing or set here) and approval rules."""
+        rows = await repository.agencies(conn)
+        return AgencyList(items=[agency_view(r) for r in rows])
+
+    @router.put(
+        "/agencies/{agency_id}",
+        response_model=AgencyView,
+        responses=_problems(401, 413, 422),
+    )
+    async def put_agency(agency_id: AgencyIdPath, body: AgencyPut, conn: DbConn) -> AgencyView:
+        """Create or update an agency (``name`` is required to create one).
+
+        The flag is taken when the agency is assigned: a report assigned from now on takes
+        the new ``requires_leader_approval``; reports the agency already holds keep theirs.
+        """
+        row = await repository.put_agency(
+            conn,
+            agency_id=agency_id,
+            name=body.name,
+            requires_leader_approval=body.requires_leader_approval,
+        )
+        if row is None:
+            raise Problem(
+                422,
+                "Invalid request",
+                f"name: required to create agency '{agency_id}', which is not known yet",
+                field="name",
+            )
+        return agency_view(row)
 
     return router

@@ -4,13 +4,11 @@ Run: ``python -m intake`` (serves on INTAKE_HTTP_PORT). Upstream apps authentica
 ``X-API-Key``; staff with ``Authorization: Bearer <JWT>``.
 """
 
-import asyncio
 import hashlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -31,7 +29,6 @@ from fastapi import (
 )
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import AwareDatetime, StringConstraints, ValidationError
-from starlette.datastructures import UploadFile as StarletteUpload
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from intake import media, repository
@@ -56,12 +53,14 @@ from intake.handlers import (
     apply_action,
     handle_external_event,
     snapshot_of,
-    validate_submission,
+    submit_report,
 )
+from intake.media import multipart_form
 from intake.metrics import HTTP_REQUESTS, HTTP_SECONDS
 from intake.open311 import open311_router
 from intake.reference import province_communes, staff_verifier
 from intake.schemas import Accepted, ReportIn
+from intake.seed import seed_leader_approval
 from intake.settings import IntakeSettings
 from paht_common.clock import SystemClock, to_local_iso
 from paht_common.db import Conn
@@ -346,10 +345,13 @@ def _too_large(limit: int) -> Problem:
 
 
 def _takes_media(path: str) -> bool:
-    """Whether the path accepts multipart media: POST /v1/reports and its /media upload."""
+    """Whether the path accepts multipart media: POST /v1/reports, its /media upload and
+    the Open311 POST requests."""
     parts = path.strip("/").split("/")
-    return parts == ["v1", "reports"] or (
-        len(parts) == 4 and parts[:2] == ["v1", "reports"] and parts[3] == "media"
+    return (
+        parts == ["v1", "reports"]
+        or (len(parts) == 4 and parts[:2] == ["v1", "reports"] and parts[3] == "media")
+        or parts in (["open311", "v2", "requests.json"], ["open311", "v2", "requests.xml"])
     )
 
 
@@ -407,6 +409,8 @@ def build_app(settings: IntakeSettings | None = None) -> FastAPI:
             async def handle(conn: Conn, envelope: Envelope[Payload]) -> None:
                 await handle_external_event(conn, envelope, ctx=ctx)
 
+            async with rt.pool.acquire() as conn, conn.transaction():
+                await seed_leader_approval(conn, settings)  # the setting applies at start
             await keys.listen(rt.pool)
             writer = ctx.bind(rt.pool)
             for index in range(settings.submit_writers):
@@ -433,6 +437,13 @@ def build_app(settings: IntakeSettings | None = None) -> FastAPI:
     async def on_auth(_: Request, exc: AuthError) -> JSONResponse:
         title = "Unauthorized" if exc.status == 401 else "Forbidden"
         return problem_response(exc.status, title, exc.detail, field=exc.field)
+
+    @app.exception_handler(media.UploadError)
+    async def on_upload(_: Request, exc: media.UploadError) -> JSONResponse:
+        titles = {413: "File too large", 415: "Unsupported media type", 422: "Invalid files"}
+        return problem_response(
+            exc.status, titles.get(exc.status, "Invalid files"), exc.message, field=exc.field
+        )
 
     @app.exception_handler(InputError)
     async def on_input(_: Request, exc: InputError) -> JSONResponse:
@@ -489,50 +500,13 @@ def build_app(settings: IntakeSettings | None = None) -> FastAPI:
             return True
         return report["agency_id"] is not None and report["agency_id"] == member.agency_id
 
-    async def read_uploads(files: Sequence[StarletteUpload | str], field: str) -> list[bytes]:
-        """The files' bytes, checked: at most max_media_files, each sized and sniffed."""
-        if len(files) > settings.max_media_files:
-            raise Problem(
-                422,
-                "Too many files",
-                f"a report carries at most {settings.max_media_files} files",
-                field=field,
-            )
-        blobs: list[bytes] = []
-        for index, upload in enumerate(files):
-            if isinstance(upload, str):
-                raise Problem(422, "Invalid request", f"{field}[{index}]: not a file", field=field)
-            data = await upload.read(settings.max_media_bytes + 1)
-            if len(data) > settings.max_media_bytes:
-                raise Problem(
-                    413,
-                    "File too large",
-                    f"{field}[{index}]: at most {settings.max_media_bytes} bytes",
-                    field=field,
-                )
-            if media.sniff(data) is None:
-                raise Problem(
-                    415,
-                    "Unsupported media type",
-                    f"{field}[{index}]: not JPEG, PNG, WebP, MP4 or QuickTime",
-                    field=field,
-                )
-            blobs.append(data)
-        return blobs
-
-    async def store_upload(data: bytes, *, index: int, field: str) -> media.StoredMedia:
-        """Write one checked file to the content-addressed store (with its thumbnail)."""
-        try:
-            return await asyncio.to_thread(media.store, data, root=settings.media_dir)
-        except media.MediaError as exc:
-            raise Problem(
-                415, "Unsupported media type", f"{field}[{index}]: {exc}", field=field
-            ) from exc
-
     async def report_from_form(request: Request) -> tuple[ReportIn, list[bytes]]:
         """The ``report`` JSON part and the ``files`` parts of a multipart submission."""
-        async with request.form(
-            max_files=settings.max_media_files + 1, max_fields=20, max_part_size=FORM_PART_BYTES
+        async with multipart_form(
+            request,
+            max_files=settings.max_media_files + 1,
+            max_fields=20,
+            max_part_size=FORM_PART_BYTES,
         ) as form:
             parts = form.getlist("report")
             if len(parts) != 1 or not isinstance(parts[0], str):
@@ -543,10 +517,13 @@ def build_app(settings: IntakeSettings | None = None) -> FastAPI:
                     field="report",
                 )
             body = parse_report(parts[0].encode(), prefix="report")
-            blobs = await read_uploads(list(form.getlist("files")), "files")
-        # the same file sent twice is attached once
-        unique = {hashlib.sha256(b).hexdigest(): b for b in blobs}
-        return body, list(unique.values())
+            blobs = await media.read_uploads(
+                form.getlist("files"),
+                field="files",
+                max_files=settings.max_media_files,
+                max_bytes=settings.max_media_bytes,
+            )
+        return body, blobs
 
     @app.post(
         "/v1/reports",
@@ -602,20 +579,14 @@ def build_app(settings: IntakeSettings | None = None) -> FastAPI:
                 "send application/json, or multipart/form-data with a report part",
                 field="Content-Type",
             )
-        catalogue, writer = ctx.submissions()
         try:
-            submission = await validate_submission(
+            result = await submit_report(
                 body,
                 app_id=caller.app_id,
                 idempotency_key=idempotency_key,
-                catalogue=catalogue,
                 ctx=ctx,
-                media_digests=[hashlib.sha256(b).hexdigest() for b in blobs],
+                files=blobs,
             )
-            stored = [
-                await store_upload(data, index=i, field="files") for i, data in enumerate(blobs)
-            ]
-            result = await writer.submit(replace(submission, media=tuple(stored)))
         except IdempotencyConflict as exc:
             raise Problem(
                 409,
@@ -802,8 +773,12 @@ def build_app(settings: IntakeSettings | None = None) -> FastAPI:
         report = await repository.get_report(conn, report_id=report_id)
         if report is None or report["source_app"] != caller.app_id:
             raise Problem(404, "Not found", f"no report {report_id}", field="report_id")
-        blobs = await read_uploads(list(files), "files")
-        stored: list[media.StoredMedia] = []
+        blobs = await media.read_uploads(
+            files,
+            field="files",
+            max_files=settings.max_media_files,
+            max_bytes=settings.max_media_bytes,
+        )
         async with conn.transaction():
             await repository.get_report(conn, report_id=report_id, for_update=True)
             attached = await repository.media_shas_of(conn, report_id=report_id)
@@ -816,8 +791,8 @@ def build_app(settings: IntakeSettings | None = None) -> FastAPI:
                     f"({len(attached)} already attached)",
                     field="files",
                 )
-            for index, data in enumerate(blobs):
-                item = await store_upload(data, index=index, field="files")
+            stored = await media.store_all(blobs, root=settings.media_dir, field="files")
+            for item in stored:
                 await repository.attach_media(
                     conn,
                     report_id=report_id,
@@ -826,8 +801,6 @@ def build_app(settings: IntakeSettings | None = None) -> FastAPI:
                     size=item.size,
                     thumbnail_sha256=item.thumbnail_sha256,
                 )
-                if all(s.sha256 != item.sha256 for s in stored):
-                    stored.append(item)
         return {
             "media": [
                 media_view(

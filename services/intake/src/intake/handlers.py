@@ -11,15 +11,16 @@ import hashlib
 import logging
 import math
 import time
+import unicodedata
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
 
-from intake import repository
+from intake import media, repository
 from intake.domain import (
     TERMINAL_STATES,
     Action,
@@ -443,12 +444,26 @@ async def submit_report(
     app_id: str,
     idempotency_key: str | None,
     ctx: IntakeContext,
+    files: Sequence[bytes] = (),
+    files_field: str = "files",
 ) -> SubmitResult:
-    """Validate and store a report with its ReportSubmitted event (or find the original)."""
+    """Validate and store a report with its ReportSubmitted event (or find the original).
+
+    ``files`` (checked by ``media.read_uploads``) are stored only once the report is valid,
+    and attached in the same statement that stores the report.
+    """
     catalogue, writer = ctx.submissions()
     submission = await validate_submission(
-        body, app_id=app_id, idempotency_key=idempotency_key, catalogue=catalogue, ctx=ctx
+        body,
+        app_id=app_id,
+        idempotency_key=idempotency_key,
+        catalogue=catalogue,
+        ctx=ctx,
+        media_digests=[hashlib.sha256(data).hexdigest() for data in files],
     )
+    if files:
+        stored = await media.store_all(files, root=ctx.settings.media_dir, field=files_field)
+        submission = replace(submission, media=tuple(stored))
     return await writer.submit(submission)
 
 
@@ -473,8 +488,39 @@ def snapshot_of(report: dict[str, Any]) -> ReportSnapshot:
     )
 
 
+@dataclass(frozen=True)
+class AssignedAgency:
+    """What a report takes from the agency directory when it is assigned."""
+
+    name: str
+    requires_leader_approval: bool
+
+
+async def assigned_agency(
+    conn: Conn, *, agency_id: str, agency_name: str | None = None
+) -> AssignedAgency:
+    """The name and approval rule a report takes on being assigned to ``agency_id``.
+
+    The rule: the flag is taken when the agency is assigned. Every assignment (automatic
+    routing, a coordinator's ``assign``, re-routing after a return or a reopen) copies the
+    agency's ``requires_leader_approval`` from the directory into the report, false when
+    the agency is unknown. Changing an agency's flag later does not touch the reports it
+    already holds: a report in IN_PROGRESS keeps the rule its officer started under (a
+    report already in PENDING_APPROVAL is still approved or sent back by the leader), and
+    it takes the new rule only if it is assigned again. The name is ``agency_name`` when
+    the caller knows it (routing), else the directory's, else the id itself.
+    """
+    known = await repository.agency(conn, agency_id=agency_id)
+    if known is None:
+        return AssignedAgency(name=agency_name or agency_id, requires_leader_approval=False)
+    return AssignedAgency(
+        name=agency_name or known["name"] or agency_id,
+        requires_leader_approval=known["requires_leader_approval"],
+    )
+
+
 def _fields_after(
-    report: dict[str, Any], t: Transition, *, agency_name: str | None, now: datetime
+    report: dict[str, Any], t: Transition, *, agency: AssignedAgency | None, now: datetime
 ) -> dict[str, Any]:
     d = t.details
     fields = {
@@ -482,6 +528,7 @@ def _fields_after(
         for k in (
             "agency_id",
             "agency_name",
+            "requires_leader_approval",
             "reopen_count",
             "extension_count",
             "waiting_for_reporter",
@@ -496,7 +543,8 @@ def _fields_after(
     fields["state"] = t.to_state.value
     if "agency_id" in d and t.action_type.value == "assign":
         fields["agency_id"] = d["agency_id"]
-        fields["agency_name"] = agency_name or d["agency_id"]
+        fields["agency_name"] = agency.name if agency else d["agency_id"]
+        fields["requires_leader_approval"] = agency.requires_leader_approval if agency else False
         if d.get("urgency"):
             fields["urgency"] = d["urgency"]
     for key in ("reopen_count", "extension_count", "waiting_for_reporter", "rating", "public"):
@@ -553,8 +601,9 @@ async def apply_action(
 ) -> Transition:
     """Decide and persist one transition with its event; call inside a transaction.
 
-    Raises LookupError for an unknown report and the domain's IllegalTransition, Forbidden
-    and RuleViolation.
+    An assignment takes the agency's name (``agency_name`` when given) and its approval rule
+    from the directory (see ``assigned_agency``). Raises LookupError for an unknown report
+    and the domain's IllegalTransition, Forbidden and RuleViolation.
     """
     report = await repository.get_report(conn, report_id=report_id, for_update=True)
     if report is None:
@@ -573,9 +622,14 @@ async def apply_action(
     )
     if isinstance(action, MergeAction):
         await _check_master(conn, report_id=report_id, duplicate_of=action.duplicate_of)
-    fields = _fields_after(report, transition, agency_name=agency_name, now=now)
+    agency, recorded = None, dict(transition.details)
+    if isinstance(action, AssignAction):
+        agency = await assigned_agency(conn, agency_id=action.agency_id, agency_name=agency_name)
+        # the timeline records which approval rule the assignment gave the report
+        recorded["requires_leader_approval"] = agency.requires_leader_approval
+    fields = _fields_after(report, transition, agency=agency, now=now)
     await repository.update_after_transition(conn, report_id=report_id, fields=fields, at=now)
-    details = _event_details(transition.details)
+    details = _event_details(recorded)
     envelope = new_envelope(
         ReportTransitioned(
             report_id=report_id,
@@ -619,7 +673,10 @@ SYSTEM = Actor(role=Role.SYSTEM, subject="service:routing")
 async def handle_external_event(
     conn: Conn, envelope: Envelope[Payload], *, ctx: IntakeContext
 ) -> None:
-    """Keep the report view current from routing and SLA events (inside the transaction)."""
+    """Keep the report view current from routing and SLA events (inside the transaction).
+
+    A ReportRouted also records the agency's name in the directory, in the same transaction.
+    """
     p = envelope.payload
     if isinstance(p, ReportRouted):
         await _on_routed(conn, envelope, p, ctx=ctx)
@@ -646,6 +703,10 @@ async def _on_routed(
     from intake.domain import DomainError
 
     action = AssignAction(agency_id=routed.agency_id)
+    # routing owns agency names: learn this one even if the assignment below is not applied
+    name = unicodedata.normalize("NFC", routed.agency_name).strip() or None
+    if name is not None:
+        await repository.learn_agency_name(conn, agency_id=action.agency_id, name=name)
     try:
         async with conn.transaction():
             await apply_action(
@@ -654,7 +715,7 @@ async def _on_routed(
                 action=action,
                 actor=SYSTEM,
                 ctx=ctx,
-                agency_name=routed.agency_name,
+                agency_name=name,
                 event_id=uuid.uuid5(envelope.event_id, "intake.assign"),
                 correlation_id=envelope.correlation_id,
             )

@@ -7,15 +7,24 @@ stored the same way.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import os
 import re
 import tempfile
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from PIL import Image, ImageOps
+from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
+from starlette.requests import Request
 
 THUMBNAIL_PX = 320
 MAX_IMAGE_PIXELS = 50_000_000
@@ -150,3 +159,99 @@ def store(data: bytes, *, root: Path) -> StoredMedia:
         path=target,
         thumbnail_sha256=thumb_sha,
     )
+
+
+class UploadError(Exception):
+    """An upload refused before anything is stored: status 413, 415 or 422, and the field."""
+
+    def __init__(self, status: int, field: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.field = field
+        self.message = message
+
+
+@asynccontextmanager
+async def multipart_form(
+    request: Request, *, max_files: int, max_fields: int, max_part_size: int
+) -> AsyncIterator[FormData]:
+    """The parsed multipart form (its files closed on exit); a malformed body is
+    UploadError 400 naming ``body``, more parts than allowed 422 naming ``files``."""
+    try:
+        form = await request.form(
+            max_files=max_files, max_fields=max_fields, max_part_size=max_part_size
+        )
+    except HTTPException as exc:  # Starlette's 400 for a form over its limits
+        if exc.status_code == 413:  # the body limit, raised while it was read
+            raise
+        if "files" in str(exc.detail):
+            raise UploadError(422, "files", str(exc.detail)) from exc
+        raise UploadError(400, "body", f"malformed multipart body: {exc.detail}") from exc
+    except (MultiPartException, ValueError) as exc:
+        raise UploadError(400, "body", f"malformed multipart body: {exc}") from exc
+    try:
+        yield form
+    finally:
+        await form.close()
+
+
+class Upload(Protocol):
+    """A multipart file part (Starlette's UploadFile)."""
+
+    async def read(self, size: int = -1) -> bytes: ...
+
+
+async def read_uploads(
+    files: Sequence[Upload | str], *, field: str, max_files: int, max_bytes: int
+) -> list[bytes]:
+    """The parts' bytes, checked: at most ``max_files``, each sized and sniffed.
+
+    The same bytes sent twice count once (a file is attached to a report only once).
+    """
+    if len(files) > max_files:
+        raise UploadError(422, field, f"a report carries at most {max_files} files")
+    blobs: dict[str, bytes] = {}
+    for index, upload in enumerate(files):
+        if isinstance(upload, str):
+            raise UploadError(422, field, f"{field}[{index}]: not a file")
+        data = await upload.read(max_bytes + 1)
+        if len(data) > max_bytes:
+            raise UploadError(413, field, f"{field}[{index}]: at most {max_bytes} bytes")
+        if sniff(data) is None:
+            raise UploadError(
+                415, field, f"{field}[{index}]: not JPEG, PNG, WebP, MP4 or QuickTime"
+            )
+        blobs.setdefault(hashlib.sha256(data).hexdigest(), data)
+    return list(blobs.values())
+
+
+async def store_all(blobs: Sequence[bytes], *, root: Path, field: str) -> list[StoredMedia]:
+    """Store checked files off the event loop; UploadError 415 when one proves corrupt."""
+    stored = []
+    for index, data in enumerate(blobs):
+        try:
+            stored.append(await asyncio.to_thread(store, data, root=root))
+        except MediaError as exc:
+            raise UploadError(415, field, f"{field}[{index}]: {exc}") from exc
+    return stored
+
+
+def orphans(root: Path, referenced: set[str], *, older_than_seconds: float) -> list[Path]:
+    """Stored files no row refers to, and abandoned temp files, older than the age given.
+
+    A file is written before the statement that records it commits; the age keeps files of
+    submissions still in flight (and a crash in between leaves exactly such an orphan).
+    """
+    if not root.is_dir():
+        return []
+    cutoff = time.time() - older_than_seconds
+    found = []
+    for path in sorted(root.glob("??/*")):
+        name = path.name
+        is_blob = SHA256_RE.match(name) is not None and name[:2] == path.parent.name
+        is_temp = name.startswith(".") and name.endswith(".tmp")
+        if not (is_blob or is_temp) or not path.is_file():
+            continue
+        if (is_temp or name not in referenced) and path.stat().st_mtime < cutoff:
+            found.append(path)
+    return found

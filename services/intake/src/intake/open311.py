@@ -34,7 +34,7 @@ from fastapi.routing import APIRoute
 from pydantic import ValidationError
 from starlette.routing import Match
 
-from intake import repository
+from intake import media, repository
 from intake.auth import ApiKeyCache, RateLimiter
 from intake.domain import (
     CLOSED_FOR_OPEN311,
@@ -67,6 +67,8 @@ DEFAULT_PAGE_SIZE = 1000
 MAX_PAGE = 1_000_000
 MAX_IDS = 1000
 MAX_FORM_FIELDS = 200
+MAX_FIELD_BYTES = 100_000
+"""Largest non-file part of a multipart POST."""
 MAX_IDEMPOTENCY_KEY = 200
 WRITE_SCOPE = "reports:write"
 # Content flags that mean the description may carry someone's contact or identity.
@@ -726,11 +728,40 @@ def _message(error: Mapping[str, Any]) -> str:
     return str(error.get("msg", "invalid")).removeprefix("Value error, ")
 
 
-async def _form(request: Request) -> Params:
-    """Query parameters plus the urlencoded body (spec: application/x-www-form-urlencoded)."""
+MEDIA_PARTS = ("media[]", "media")
+"""File parts of a multipart POST (the GeoReport v2.1 draft's ``media[]``)."""
+
+
+async def _form(request: Request, *, max_files: int, max_bytes: int) -> tuple[Params, list[bytes]]:
+    """Query parameters plus the body's fields, and the checked files of a multipart body.
+
+    The v2 spec posts application/x-www-form-urlencoded; multipart/form-data (v2.1 draft)
+    may also carry photos and videos as ``media[]`` parts.
+    """
     media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    query = request.query_params.multi_items()
+    if media_type == "multipart/form-data":
+        try:
+            async with media.multipart_form(
+                request,
+                max_files=max_files + 1,
+                max_fields=MAX_FORM_FIELDS,
+                max_part_size=MAX_FIELD_BYTES,
+            ) as form:
+                pairs = [(k, v) for k, v in form.multi_items() if isinstance(v, str)]
+                files = [v for k, v in form.multi_items() if k in MEDIA_PARTS]
+                blobs = await media.read_uploads(
+                    files, field="media[]", max_files=max_files, max_bytes=max_bytes
+                )
+        except media.UploadError as exc:
+            code = "body" if exc.field == "body" else "media"
+            raise Open311Error(413 if exc.status == 413 else 400, [(code, exc.message)]) from exc
+        return Params([*query, *pairs]), blobs
     if media_type not in ("", "application/x-www-form-urlencoded"):
-        raise bad_request("Content-Type", "send application/x-www-form-urlencoded; charset=utf-8")
+        raise bad_request(
+            "Content-Type",
+            "send application/x-www-form-urlencoded; charset=utf-8 (or multipart/form-data)",
+        )
     raw = await request.body()
     try:
         pairs = parse_qsl(
@@ -741,7 +772,7 @@ async def _form(request: Request) -> Params:
         )
     except (UnicodeDecodeError, ValueError) as exc:
         raise bad_request("body", "not a UTF-8 form of at most 200 fields") from exc
-    return Params([*request.query_params.multi_items(), *pairs])
+    return Params([*query, *pairs]), []
 
 
 # --- the router --------------------------------------------------------------------------
@@ -754,38 +785,50 @@ _ERRORS_DOC: dict[int | str, dict[str, Any]] = {
         "403 missing or invalid api_key (POST), 400 anything else"
     }
 }
+_POST_FIELDS: dict[str, Any] = {
+    "type": "object",
+    "required": ["api_key", "service_code"],
+    "properties": {
+        name: {"type": "string"}
+        for name in (
+            "api_key",
+            "jurisdiction_id",
+            "service_code",
+            "lat",
+            "long",
+            "address_string",
+            "address_id",
+            "attribute[urgency]",
+            "attribute[commune_code]",
+            "email",
+            "device_id",
+            "account_id",
+            "first_name",
+            "last_name",
+            "phone",
+            "description",
+            "media_url",
+        )
+    },
+}
 _POST_DOC: dict[str, Any] = {
     "requestBody": {
         "required": True,
         "content": {
-            "application/x-www-form-urlencoded": {
+            "application/x-www-form-urlencoded": {"schema": _POST_FIELDS},
+            "multipart/form-data": {
                 "schema": {
-                    "type": "object",
-                    "required": ["api_key", "service_code"],
+                    **_POST_FIELDS,
                     "properties": {
-                        name: {"type": "string"}
-                        for name in (
-                            "api_key",
-                            "jurisdiction_id",
-                            "service_code",
-                            "lat",
-                            "long",
-                            "address_string",
-                            "address_id",
-                            "attribute[urgency]",
-                            "attribute[commune_code]",
-                            "email",
-                            "device_id",
-                            "account_id",
-                            "first_name",
-                            "last_name",
-                            "phone",
-                            "description",
-                            "media_url",
-                        )
+                        **_POST_FIELDS["properties"],
+                        "media[]": {
+                            "type": "array",
+                            "items": {"type": "string", "format": "binary"},
+                            "description": "photos or videos (GeoReport v2.1 draft)",
+                        },
                     },
                 }
-            }
+            },
         },
     },
     "parameters": [
@@ -858,7 +901,9 @@ def open311_router(ctx: IntakeContext, keys: ApiKeyCache) -> APIRouter:
     async def create_request(fmt: str, request: Request, conn: DbConn) -> Response:
         """Accept a report (type batch): answers a token, never the request id."""
         fmt = format_of(fmt)
-        params = await _form(request)
+        params, files = await _form(
+            request, max_files=settings.max_media_files, max_bytes=settings.max_media_bytes
+        )
         app_id = await _authorise(params)
         check_jurisdiction(params, settings.jurisdiction_id)
         service_code = params.one("service_code")
@@ -875,8 +920,15 @@ def open311_router(ctx: IntakeContext, keys: ApiKeyCache) -> APIRouter:
             raise bad_request("Idempotency-Key", f"at most {MAX_IDEMPOTENCY_KEY} characters")
         try:
             result = await submit_report(
-                submission.body, app_id=app_id, idempotency_key=idempotency_key, ctx=ctx
+                submission.body,
+                app_id=app_id,
+                idempotency_key=idempotency_key,
+                ctx=ctx,
+                files=files,
+                files_field="media[]",
             )
+        except media.UploadError as exc:  # a file that passed the sniff but will not decode
+            raise Open311Error(400, [("media", exc.message)]) from exc
         except IdempotencyConflict as exc:
             raise Open311Error(
                 400,

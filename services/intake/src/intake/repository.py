@@ -135,6 +135,66 @@ async def upsert_category(
     await conn.execute(UPSERT_CATEGORY, code, group_code, name_vi, name_en, description, keywords)
 
 
+# --- agencies ---------------------------------------------------------------------------
+
+_AGENCY_COLUMNS = "id, name, requires_leader_approval, updated_at"
+AGENCIES = f"SELECT {_AGENCY_COLUMNS} FROM agencies ORDER BY id"
+AGENCY = f"SELECT {_AGENCY_COLUMNS} FROM agencies WHERE id = $1"
+LEARN_AGENCY_NAME = """
+INSERT INTO agencies (id, name) VALUES ($1, $2)
+ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, updated_at = now()
+WHERE agencies.name IS DISTINCT FROM EXCLUDED.name
+"""
+PUT_AGENCY = f"""
+INSERT INTO agencies (id, name, requires_leader_approval) VALUES ($1, $2, $3)
+ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name,
+    requires_leader_approval = EXCLUDED.requires_leader_approval, updated_at = now()
+RETURNING {_AGENCY_COLUMNS}
+"""
+SET_AGENCY_APPROVAL = f"""
+UPDATE agencies SET requires_leader_approval = $2, updated_at = now() WHERE id = $1
+RETURNING {_AGENCY_COLUMNS}
+"""
+REQUIRE_LEADER_APPROVAL = """
+INSERT INTO agencies (id, name, requires_leader_approval)
+SELECT a, normalize(a, NFC), true FROM unnest($1::text[]) AS a
+ON CONFLICT (id) DO UPDATE SET requires_leader_approval = true, updated_at = now()
+WHERE NOT agencies.requires_leader_approval
+"""
+
+
+async def agencies(conn: Conn) -> list[dict[str, Any]]:
+    """The agency directory, ordered by id."""
+    return [dict(r) for r in await conn.fetch(AGENCIES)]
+
+
+async def agency(conn: Conn, *, agency_id: str) -> dict[str, Any] | None:
+    """One agency of the directory, or None when intake has never heard of it."""
+    row = await conn.fetchrow(AGENCY, agency_id)
+    return None if row is None else dict(row)
+
+
+async def learn_agency_name(conn: Conn, *, agency_id: str, name: str) -> None:
+    """Record the agency's name (NFC) as routing states it; the approval flag is untouched."""
+    await conn.execute(LEARN_AGENCY_NAME, agency_id, name)
+
+
+async def put_agency(
+    conn: Conn, *, agency_id: str, name: str | None, requires_leader_approval: bool
+) -> dict[str, Any] | None:
+    """Create or update an agency; without ``name`` only an existing one (else None)."""
+    if name is None:
+        row = await conn.fetchrow(SET_AGENCY_APPROVAL, agency_id, requires_leader_approval)
+    else:
+        row = await conn.fetchrow(PUT_AGENCY, agency_id, name, requires_leader_approval)
+    return None if row is None else dict(row)
+
+
+async def require_leader_approval(conn: Conn, *, agency_ids: Sequence[str]) -> None:
+    """Turn the approval flag on for these agencies; an unknown one is added, named by its id."""
+    await conn.execute(REQUIRE_LEADER_APPROVAL, list(agency_ids))
+
+
 # --- reports ----------------------------------------------------------------------------
 
 NEXT_NUMBERS = "SELECT nextval('report_number_seq') FROM generate_series(1, $1)"
@@ -412,7 +472,8 @@ async def timeline(conn: Conn, *, report_id: uuid.UUID) -> list[dict[str, Any]]:
 UPDATE_AFTER_TRANSITION = """
 UPDATE reports SET state = $2, agency_id = $3, agency_name = $4, reopen_count = $5,
     extension_count = $6, waiting_for_reporter = $7, duplicate_of = $8, rating = $9,
-    response_text = $10, closed_at = $11, public = $12, urgency = $13, updated_at = $14
+    response_text = $10, closed_at = $11, public = $12, urgency = $13, updated_at = $14,
+    requires_leader_approval = $15
 WHERE id = $1
 """
 
@@ -438,6 +499,7 @@ async def update_after_transition(
         f["public"],
         f["urgency"],
         at,
+        f["requires_leader_approval"],
     )
 
 
@@ -540,6 +602,10 @@ FROM report_media rm JOIN media m ON m.sha256 = rm.sha256
 WHERE rm.report_id = $1 ORDER BY rm.position
 """
 MEDIA = "SELECT sha256, content_type, size, thumbnail_sha256 FROM media WHERE sha256 = $1"
+STORED_DIGESTS = """
+SELECT sha256 FROM media
+UNION SELECT thumbnail_sha256 FROM media WHERE thumbnail_sha256 IS NOT NULL
+"""
 
 
 async def media_shas_of(conn: Conn, *, report_id: uuid.UUID) -> set[str]:
@@ -570,3 +636,8 @@ async def media(conn: Conn, *, sha256: str) -> dict[str, Any] | None:
     """One stored file's record."""
     row = await conn.fetchrow(MEDIA, sha256)
     return None if row is None else dict(row)
+
+
+async def stored_digests(conn: Conn) -> set[str]:
+    """Digests of every recorded file and thumbnail."""
+    return {r["sha256"] for r in await conn.fetch(STORED_DIGESTS)}

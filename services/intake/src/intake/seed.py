@@ -1,4 +1,5 @@
-"""Reference data: the Bắc Ninh category catalogue and the development app's API key."""
+"""Reference data: the Bắc Ninh category catalogue, the development app's API key and the
+agencies whose responses need leader approval (``INTAKE_LEADER_APPROVAL_AGENCIES``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 from intake import repository
 from intake.auth import hash_key
 from intake.settings import IntakeSettings
+from paht_common.db import Conn
 from paht_common.runtime import connect_with_retry
 
 CATEGORIES_FILE = Path(__file__).resolve().parents[2] / "seeds" / "categories_bn.json"
@@ -21,8 +23,18 @@ def _description(group_name: str, name: str) -> str:
     return name if group_name == name else f"{group_name} – {name}"
 
 
+async def seed_leader_approval(conn: Conn, settings: IntakeSettings) -> None:
+    """Flag ``settings.leader_approval_agencies`` in the directory (an unknown agency is added,
+    named by its id until routing names it); call inside a transaction. Idempotent."""
+    if settings.leader_approval_agencies:
+        await repository.require_leader_approval(
+            conn, agency_ids=sorted(set(settings.leader_approval_agencies))
+        )
+
+
 async def seed(settings: IntakeSettings) -> None:
-    """Upsert the catalogue; register the dev key for ``demo-app`` unless disabled."""
+    """Upsert the catalogue; register the dev key for ``demo-app`` unless disabled; turn on
+    leader approval for ``settings.leader_approval_agencies``."""
     data = json.loads(CATEGORIES_FILE.read_text(encoding="utf-8"))
     pool = await connect_with_retry(settings)
     try:
@@ -46,5 +58,6 @@ async def seed(settings: IntakeSettings) -> None:
                     scopes=DEV_SCOPES,
                     rate_per_minute=100_000,
                 )
+            await seed_leader_approval(conn, settings)
     finally:
         await pool.close()

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field
+from pydantic import Field, StringConstraints
 
 from paht_common.settings import BaseServiceSettings, env_setting
 
 DEV_ADMIN_TOKEN = "dev-admin-token"
+AgencyId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
 
 
 class IntakeSettings(BaseServiceSettings):
@@ -63,6 +65,10 @@ class IntakeSettings(BaseServiceSettings):
     reopen_window_days: int = 30
     max_extensions: int = 1
     max_extension_days: int = 5
+    leader_approval_agencies: list[AgencyId] = []
+    """Agencies whose responses need their leader's approval (a JSON list of agency ids).
+    ``python -m intake seed`` turns the flag on in the agency directory; it never turns it
+    off (that is ``PUT /v1/admin/agencies/{id}``). A report takes the flag when assigned."""
 
     @property
     def max_multipart_bytes(self) -> int:
