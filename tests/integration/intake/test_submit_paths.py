@@ -10,6 +10,7 @@ import json
 import uuid
 
 import asyncpg
+import av
 import pytest
 from PIL import Image
 
@@ -273,3 +274,28 @@ async def test_far_too_many_files_is_422_naming_files(intake):
     response = await post_multipart(intake, intake.body(), files)
 
     assert intake.problem(response, 422) == {"files"}
+
+
+async def test_a_video_sent_with_the_report_gets_a_jpeg_thumbnail(intake):
+    out = io.BytesIO()
+    with av.open(out, mode="w", format="mp4") as muxer:
+        stream = muxer.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for _ in range(3):
+            frame = av.VideoFrame.from_image(Image.new("RGB", (64, 48), (30, 160, 30)))
+            for packet in stream.encode(frame):
+                muxer.mux(packet)
+        for packet in stream.encode():
+            muxer.mux(packet)
+
+    response = await post_multipart(intake, intake.body(), [("clip.mp4", out.getvalue())])
+
+    assert response.status_code == 202, response.text
+    view = await intake.client.get(
+        f"/v1/reports/{response.json()['id']}", headers=intake.staff("coordinator")
+    )
+    [item] = view.json()["media"]
+    assert item["content_type"] == "video/mp4"
+    thumb = await intake.client.get(item["thumbnail_url"], headers=intake.staff("coordinator"))
+    assert thumb.headers["content-type"] == "image/jpeg"
+    assert Image.open(io.BytesIO(thumb.content)).size == (64, 48)

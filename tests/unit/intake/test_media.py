@@ -7,6 +7,7 @@ import io
 import os
 from pathlib import Path
 
+import av
 import pytest
 from PIL import Image
 
@@ -98,12 +99,45 @@ def test_transparent_png_and_webp_get_thumbnails(tmp_path: Path):
         assert stored.thumbnail_sha256 is not None
 
 
-def test_video_has_no_thumbnail(tmp_path: Path):
-    stored = store(MP4_HEADER, root=tmp_path)
+def video_bytes(container: str, size: tuple[int, int] = (96, 64)) -> bytes:
+    """A short H.264 video encoded by FFmpeg (through PyAV): five frames, first one red."""
+    out = io.BytesIO()
+    with av.open(out, mode="w", format=container) as muxer:
+        stream = muxer.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
+        for i in range(5):
+            image = Image.new("RGB", size, (220, 20, 20) if i == 0 else (20, 20, 220))
+            for packet in stream.encode(av.VideoFrame.from_image(image)):
+                muxer.mux(packet)
+        for packet in stream.encode():
+            muxer.mux(packet)
+    return out.getvalue()
 
-    assert stored.content_type == "video/mp4"
-    assert stored.thumbnail_sha256 is None
-    assert stored.path.read_bytes() == MP4_HEADER
+
+@pytest.mark.parametrize(
+    ("container", "expected"), [("mp4", "video/mp4"), ("mov", "video/quicktime")]
+)
+def test_video_gets_a_thumbnail_of_its_first_frame(tmp_path: Path, container, expected):
+    data = video_bytes(container)
+
+    stored = store(data, root=tmp_path)
+
+    assert stored.content_type == expected
+    assert stored.path.read_bytes() == data
+    assert stored.thumbnail_sha256 is not None
+    thumb = Image.open(media.path_of(tmp_path, stored.thumbnail_sha256))
+    assert thumb.format == "JPEG"
+    assert thumb.size == (96, 64)
+    red, _, blue = thumb.convert("RGB").getpixel((48, 32))
+    assert red > 150  # the first frame (red), not a later one (blue)
+    assert blue < 100
+
+
+def test_a_video_header_without_frames_is_refused_and_not_stored(tmp_path: Path):
+    with pytest.raises(MediaError, match="video"):
+        store(MP4_HEADER, root=tmp_path)
+
+    assert not any(tmp_path.rglob("*"))
 
 
 def test_same_bytes_same_path_written_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

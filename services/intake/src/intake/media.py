@@ -1,4 +1,4 @@
-"""Uploaded media: type sniffed from the bytes, stored content-addressed, images thumbnailed.
+"""Uploaded media: type sniffed from the bytes, stored content-addressed, thumbnailed.
 
 A file lives at ``root/<sha[:2]>/<sha>`` where ``sha`` is the SHA-256 of its bytes; a file
 already there is never rewritten (same bytes, same path). Image thumbnails are JPEG files
@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+import av
 from PIL import Image, ImageOps
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
@@ -106,22 +107,43 @@ def thumbnail(data: bytes) -> bytes:
             if width * height > MAX_IMAGE_PIXELS:
                 raise MediaError("image too large in pixels")
             opened.draft("RGB", (THUMBNAIL_PX, THUMBNAIL_PX))  # JPEG: decode downscaled
-            image = ImageOps.exif_transpose(opened)
-            image.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX))
-            if image.mode in ("RGBA", "LA", "P", "PA"):
-                rgba = image.convert("RGBA")
-                flat = Image.new("RGB", rgba.size, (255, 255, 255))
-                flat.paste(rgba, mask=rgba.getchannel("A"))
-                image = flat
-            elif image.mode != "RGB":
-                image = image.convert("RGB")
-            out = io.BytesIO()
-            image.save(out, format="JPEG", quality=80, optimize=True)
-            return out.getvalue()
+            return _jpeg_thumbnail(ImageOps.exif_transpose(opened))
     except MediaError:
         raise
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise MediaError("not a valid image") from exc
+
+
+def video_thumbnail(data: bytes) -> bytes:
+    """A JPEG of the video's first frame (FFmpeg through PyAV); MediaError when undecodable."""
+    try:
+        with av.open(io.BytesIO(data), mode="r") as container:
+            if not container.streams.video:
+                raise MediaError("no video stream")
+            stream = container.streams.video[0]
+            if stream.codec_context.width * stream.codec_context.height > MAX_IMAGE_PIXELS:
+                raise MediaError("video too large in pixels")
+            for frame in container.decode(stream):
+                return _jpeg_thumbnail(frame.to_image())  # type: ignore[no-untyped-call]
+    except MediaError:
+        raise
+    except (av.FFmpegError, OSError, ValueError) as exc:
+        raise MediaError("not a valid video") from exc
+    raise MediaError("no decodable video frame")
+
+
+def _jpeg_thumbnail(image: Image.Image) -> bytes:
+    image.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX))
+    if image.mode in ("RGBA", "LA", "P", "PA"):
+        rgba = image.convert("RGBA")
+        flat = Image.new("RGB", rgba.size, (255, 255, 255))
+        flat.paste(rgba, mask=rgba.getchannel("A"))
+        image = flat
+    elif image.mode != "RGB":
+        image = image.convert("RGB")
+    out = io.BytesIO()
+    image.save(out, format="JPEG", quality=80, optimize=True)
+    return out.getvalue()
 
 
 def _write_once(data: bytes, *, root: Path) -> tuple[str, Path]:
@@ -149,7 +171,8 @@ def store(data: bytes, *, root: Path) -> StoredMedia:
     content_type = sniff(data)
     if content_type is None:
         raise MediaError("unsupported media type")
-    thumb = thumbnail(data) if content_type in IMAGE_TYPES else None  # validates first
+    # the thumbnail is made first: it proves the bytes decode before anything is stored
+    thumb = thumbnail(data) if content_type in IMAGE_TYPES else video_thumbnail(data)
     sha, target = _write_once(data, root=root)
     thumb_sha = _write_once(thumb, root=root)[0] if thumb is not None else None
     return StoredMedia(
