@@ -138,10 +138,13 @@ class ChannelListener:
         try:
             await conn.add_listener(self._channel, self._notified)
             conn.add_termination_listener(self._lost)
-        except Exception as exc:
-            logger.warning("cannot listen on %s: %r", self._channel, exc)
+        except BaseException as exc:
+            # cancelled too: the connection must go back, or closing the pool waits forever
             with contextlib.suppress(Exception):
                 await self._pool.release(conn)
+            if not isinstance(exc, Exception):
+                raise
+            logger.warning("cannot listen on %s: %r", self._channel, exc)
             return False
         self._conn = conn
         return True

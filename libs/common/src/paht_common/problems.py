@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
 
@@ -24,6 +25,41 @@ UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
 )
 """Errors of an unreachable dependency: answered 503 with Retry-After, not 500."""
 logger = logging.getLogger(__name__)
+
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["type", "title", "status"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "field": {"type": "string", "description": "the field, header or parameter at fault"},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["field", "message"],
+                "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
+            },
+        },
+    },
+}
+"""OpenAPI schema of the problem+json bodies every service answers."""
+
+
+def problem_responses(
+    texts: Mapping[int, str], *statuses: int, **overrides: str
+) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for problem+json answers: ``texts`` describes each status,
+    ``overrides`` (keyed ``s409``) replace a description for one route."""
+    return {
+        status: {
+            "description": overrides.get(f"s{status}", texts[status]),
+            "content": {PROBLEM_JSON: {"schema": PROBLEM_SCHEMA}},
+        }
+        for status in statuses
+    }
 
 
 class Problem(HTTPException):

@@ -18,8 +18,9 @@ from datetime import timedelta
 from pathlib import Path
 
 from intake import media, repository
+from intake.admin import issue_key
 from intake.api import MIGRATIONS, build_app
-from intake.auth import dev_key_pair, hash_key, issue_token, new_api_key
+from intake.auth import dev_key_pair, issue_token
 from intake.seed import seed
 from intake.settings import IntakeSettings
 from paht_common.cli import service_main
@@ -38,16 +39,12 @@ async def _create_key(
 ) -> str:
     expires_at = utcnow() + timedelta(days=expires_in_days) if expires_in_days else None
     await migrate(settings, MIGRATIONS)
-    key = new_api_key()
     pool = await connect_with_retry(settings)
     try:
         async with pool.acquire() as conn:
-            key_id = uuid.uuid4()
-            await repository.insert_key(
+            row, key = await issue_key(
                 conn,
-                key_id=key_id,
                 app_id=app,
-                key_hash=hash_key(key),
                 scopes=scopes,
                 rate_per_minute=rate,
                 label=label,
@@ -55,6 +52,7 @@ async def _create_key(
             )
     finally:
         await pool.close()
+    key_id = row["id"]
     return f"key_id={key_id}\napi_key={key}\n"
 
 

@@ -32,7 +32,7 @@ from intake.settings import IntakeSettings
 from paht_common.clock import to_local_iso, utcnow
 from paht_common.db import Conn
 from paht_common.http import DbConn
-from paht_common.problems import Problem
+from paht_common.problems import Problem, problem_responses
 
 Scope = Literal["reports:write", "reports:read"]
 """The scopes the intake routes check (``App.require``)."""
@@ -56,25 +56,6 @@ AgencyIdPath = Annotated[
     ),
 ]
 
-_PROBLEM_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["type", "title", "status"],
-    "properties": {
-        "type": {"type": "string"},
-        "title": {"type": "string"},
-        "status": {"type": "integer"},
-        "detail": {"type": "string"},
-        "field": {"type": "string", "description": "the field, header or parameter at fault"},
-        "errors": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["field", "message"],
-                "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
-            },
-        },
-    },
-}
 _PROBLEM_TEXT = {
     401: "missing or wrong admin token (field Authorization)",
     404: "no such API key",
@@ -86,13 +67,7 @@ _PROBLEM_TEXT = {
 
 def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` for RFC 9457 problem+json answers."""
-    return {
-        status: {
-            "description": _PROBLEM_TEXT[status],
-            "content": {"application/problem+json": {"schema": _PROBLEM_SCHEMA}},
-        }
-        for status in statuses
-    }
+    return problem_responses(_PROBLEM_TEXT, *statuses)
 
 
 def _utc(value: datetime | None) -> datetime | None:

@@ -68,7 +68,12 @@ from paht_common.db import Conn
 from paht_common.events import Envelope, Payload
 from paht_common.http import DbConn, ops_router
 from paht_common.paging import decode_cursor, encode_cursor
-from paht_common.problems import Problem, install_problem_handlers, problem_response
+from paht_common.problems import (
+    Problem,
+    install_problem_handlers,
+    problem_response,
+    problem_responses,
+)
 from paht_common.runtime import Runtime
 from paht_common.topics import ROUTING_EVENTS, SLA_EVENTS
 
@@ -124,25 +129,6 @@ REPORT_REQUEST_BODY: dict[str, Any] = {
 }
 
 
-PROBLEM_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["type", "title", "status"],
-    "properties": {
-        "type": {"type": "string"},
-        "title": {"type": "string"},
-        "status": {"type": "integer"},
-        "detail": {"type": "string"},
-        "field": {"type": "string", "description": "the field, header or parameter at fault"},
-        "errors": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["field", "message"],
-                "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
-            },
-        },
-    },
-}
 _PROBLEM_TEXT = {
     400: "malformed parameter",
     401: "missing or invalid credentials",
@@ -158,13 +144,7 @@ _PROBLEM_TEXT = {
 
 def problems(*statuses: int, **texts: str) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` for RFC 9457 problem+json answers (``texts`` keyed ``s409``)."""
-    return {
-        status: {
-            "description": texts.get(f"s{status}", _PROBLEM_TEXT[status]),
-            "content": {"application/problem+json": {"schema": PROBLEM_SCHEMA}},
-        }
-        for status in statuses
-    }
+    return problem_responses(_PROBLEM_TEXT, *statuses, **texts)
 
 
 def iso(value: datetime | None) -> str | None:
