@@ -299,3 +299,48 @@ async def test_a_video_sent_with_the_report_gets_a_jpeg_thumbnail(intake):
     thumb = await intake.client.get(item["thumbnail_url"], headers=intake.staff("coordinator"))
     assert thumb.headers["content-type"] == "image/jpeg"
     assert Image.open(io.BytesIO(thumb.content)).size == (64, 48)
+
+
+async def test_duplicate_hints_see_earlier_reports_of_the_same_batch_but_not_retries(intake):
+    app_id = random_id("burst-")
+    ctx = IntakeContext(settings=intake.settings, clock=SystemClock(), communes=frozenset())
+    writer = ctx.bind(intake.pool)
+
+    def submission(client_id: str, category: str = "INFRA.ROAD") -> Submission:
+        body = ReportIn.model_validate(intake.body(client_report_id=client_id, category=category))
+        return Submission(
+            body=body,
+            app_id=app_id,
+            idempotency_key=None,
+            fingerprint=request_hash(body),
+            flags=(),
+        )
+
+    running = asyncio.create_task(writer.run())
+    try:
+        stored = await writer.submit(submission("r"))
+        running.cancel()
+        # queued before the writer runs again: one batch
+        names = ["a", "b", "r", "d", "a", "f"]
+        waiting = [asyncio.ensure_future(writer.submit(submission(n))) for n in names]
+        other = asyncio.ensure_future(writer.submit(submission("x", category="INFRA.LIGHTING")))
+        await asyncio.sleep(0)
+        running = asyncio.create_task(writer.run())
+        a, b, r_again, d, a_again, f = await asyncio.gather(*waiting)
+        x = await other
+    finally:
+        running.cancel()
+
+    def hints(result: SubmitResult) -> set[uuid.UUID]:
+        return set(result.report["possible_duplicates"])
+
+    r_id, a_id, b_id, d_id = (o.report["id"] for o in (stored, a, b, d))
+    assert (a.created, b.created, d.created, f.created) == (True, True, True, True)
+    assert (r_again.created, a_again.created) == (False, False)
+    assert r_again.report["id"] == r_id
+    assert a_again.report["id"] == a_id
+    assert hints(a) == {r_id}
+    assert hints(b) == {r_id, a_id}
+    assert hints(d) == {r_id, a_id, b_id}  # not the retry of r
+    assert hints(f) == {r_id, a_id, b_id, d_id}  # not the retries of r and a
+    assert hints(x) == set()  # another category

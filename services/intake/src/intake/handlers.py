@@ -60,6 +60,8 @@ from paht_common.topics import REPORT_EVENTS
 logger = logging.getLogger(__name__)
 
 SOURCE = "/intake"
+MAX_DUPLICATE_HINTS = 50
+"""Most possible duplicates named on one report (the table lookup has the same limit)."""
 
 
 class InputError(Exception):
@@ -233,31 +235,80 @@ def _nearby_query(body: ReportIn, ctx: IntakeContext) -> repository.NearbyQuery 
 
 
 async def find_duplicates(
-    conn: Conn, bodies: Sequence[ReportIn], *, now: datetime, ctx: IntakeContext
+    conn: Conn,
+    batch: Sequence[Submission],
+    *,
+    ids: Sequence[uuid.UUID],
+    now: datetime,
+    ctx: IntakeContext,
 ) -> list[list[uuid.UUID]]:
-    """For each body, open reports of the same category within the radius and window."""
+    """For each submission, open reports of the same category within the radius and window.
+
+    Earlier submissions of the same batch count too (``ids`` are the batch's new report
+    ids), since a burst of reports about one flood lands in one batch; one that turns out
+    to be a retry of a stored report is left out (the stored one is found in the table).
+    """
+    bodies = [s.body for s in batch]
     queries = [_nearby_query(b, ctx) for b in bodies]
     asked = [(i, q) for i, q in enumerate(queries) if q is not None]
+    result: list[list[uuid.UUID]] = [[] for _ in bodies]
     if not asked:
-        return [[] for _ in bodies]
+        return result
     found = await repository.nearby(
         conn,
         [q for _, q in asked],
         since=now - timedelta(days=ctx.settings.duplicate_window_days),
     )
-    result: list[list[uuid.UUID]] = [[] for _ in bodies]
     radius = ctx.settings.duplicate_radius_m
-    for (i, _), rows in zip(asked, found, strict=True):
-        loc = bodies[i].location
-        lat, lon = float(loc.lat or 0.0), float(loc.lon or 0.0)  # set: it had a query
+    points = [(i, bodies[i].location.lat or 0.0, bodies[i].location.lon or 0.0) for i, _ in asked]
+    retries: dict[int, bool] = {}
+    for (i, lat, lon), rows in zip(points, found, strict=True):
         result[i] = [r["id"] for r in rows if haversine_m(lat, lon, r["lat"], r["lon"]) <= radius]
+        for j, other_lat, other_lon in points:
+            if j >= i or len(result[i]) >= MAX_DUPLICATE_HINTS:
+                break
+            if bodies[j].category != bodies[i].category:
+                continue
+            if haversine_m(lat, lon, other_lat, other_lon) > radius:
+                continue
+            if j not in retries:  # rare: only for close pairs inside one batch
+                retries[j] = any(_same_request(batch[k], batch[j]) for k in range(j)) or (
+                    await _is_retry(conn, batch[j])
+                )
+            if not retries[j]:
+                result[i].append(ids[j])
     return result
 
 
+def _same_request(a: Submission, b: Submission) -> bool:
+    """Whether ``b`` retries ``a`` (same app and idempotency key or client report id)."""
+    if a.app_id != b.app_id:
+        return False
+    same_key = a.idempotency_key is not None and a.idempotency_key == b.idempotency_key
+    client = a.body.client_report_id
+    return same_key or (client is not None and client == b.body.client_report_id)
+
+
+async def _is_retry(conn: Conn, s: Submission) -> bool:
+    stored = await repository.find_replay(
+        conn,
+        source_app=s.app_id,
+        client_report_id=s.body.client_report_id,
+        idempotency_key=s.idempotency_key,
+    )
+    return stored is not None
+
+
 def _new_report(
-    s: Submission, *, number: str, duplicates: list[uuid.UUID], now: datetime, ctx: IntakeContext
+    s: Submission,
+    *,
+    report_id: uuid.UUID,
+    number: str,
+    duplicates: list[uuid.UUID],
+    now: datetime,
+    ctx: IntakeContext,
 ) -> repository.NewReport:
-    body, report_id = s.body, uuid.uuid4()
+    body = s.body
     flags = [*s.flags, "possible_duplicate"] if duplicates else list(s.flags)
     envelope = new_envelope(
         ReportSubmitted(
@@ -329,16 +380,18 @@ async def write_submissions(
     now = ctx.clock.now()
     year = now.astimezone(LOCAL_TZ).year
     sequence = await numbers.take(conn, len(batch))
-    duplicates = await find_duplicates(conn, [s.body for s in batch], now=now, ctx=ctx)
+    ids = [uuid.uuid4() for _ in batch]
+    duplicates = await find_duplicates(conn, batch, ids=ids, now=now, ctx=ctx)
     new = [
         _new_report(
             s,
+            report_id=report_id,
             number=human_number(ctx.settings.number_prefix, year, seq),
             duplicates=dups,
             now=now,
             ctx=ctx,
         )
-        for s, seq, dups in zip(batch, sequence, duplicates, strict=True)
+        for s, report_id, seq, dups in zip(batch, ids, sequence, duplicates, strict=True)
     ]
     inserted = await repository.insert_submissions(conn, new, topic=REPORT_EVENTS)
     outcomes: list[SubmitResult | Exception] = []
