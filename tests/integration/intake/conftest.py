@@ -7,6 +7,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +69,11 @@ class Intake:
         return {"Authorization": f"Bearer {self.token(role, agency=agency, sub=sub)}"}
 
     async def new_key(
-        self, *, scopes: tuple[str, ...] = ("reports:write",), rate: int = 600
+        self,
+        *,
+        scopes: tuple[str, ...] = ("reports:write",),
+        rate: int = 600,
+        expires_at: datetime | None = None,
     ) -> tuple[uuid.UUID, str]:
         """Register another API key for a new app; returns (key id, key)."""
         key_id, key = uuid.uuid4(), random_id("key-")
@@ -80,6 +85,7 @@ class Intake:
                 key_hash=hash_key(key),
                 scopes=scopes,
                 rate_per_minute=rate,
+                expires_at=expires_at,
             )
         return key_id, key
 

@@ -9,7 +9,7 @@ import re
 import unicodedata
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -190,6 +190,20 @@ async def test_an_expired_key_is_401(intake):
     )
 
     assert intake.problem(response, 401) == {"X-API-Key"}
+
+
+async def test_a_cached_key_stops_working_when_it_expires(intake):
+    expires_at = datetime.now(UTC) + timedelta(seconds=2)
+    _, key = await intake.new_key(expires_at=expires_at)
+    headers = {"X-API-Key": key}
+
+    before = await intake.client.post("/v1/reports", json=intake.body(), headers=headers)
+    await asyncio.sleep((expires_at - datetime.now(UTC)).total_seconds() + 0.2)
+    after = await intake.client.post("/v1/reports", json=intake.body(), headers=headers)
+
+    assert intake.settings.api_key_cache_seconds > 10  # the cache alone would still hold it
+    assert before.status_code == 202
+    assert intake.problem(after, 401) == {"X-API-Key"}
 
 
 async def test_key_without_reports_write_scope_is_403(intake):

@@ -380,6 +380,7 @@ def build_app(settings: IntakeSettings | None = None) -> FastAPI:
             app_id=row["app_id"],
             scopes=frozenset(row["scopes"]),
             rate_per_minute=row["rate_per_minute"],
+            expires_at=row["expires_at"],
         )
 
     keys = ApiKeyCache(settings.api_key_cache_seconds, load_key)

@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,7 @@ class App:
     app_id: str
     scopes: frozenset[str]
     rate_per_minute: int
+    expires_at: datetime | None = None
 
     def require(self, scope: str) -> None:
         """AuthError 403 unless the key carries the scope."""
@@ -430,8 +432,12 @@ class ApiKeyCache:
         app = await self._load(key_hash)
         if len(self._entries) >= self.MAX_ENTRIES:
             self._entries.clear()
-        if self._ttl > 0 and trusted:
-            self._entries[key_hash] = (app, now + self._ttl)
+        lifetime = self._ttl
+        if app is not None and app.expires_at is not None:
+            # expiry is a moment, not a change that sends a NOTIFY: never cache past it
+            lifetime = min(lifetime, (app.expires_at - datetime.now(UTC)).total_seconds())
+        if lifetime > 0 and trusted:
+            self._entries[key_hash] = (app, now + lifetime)
         return app
 
     def invalidate(self) -> None:

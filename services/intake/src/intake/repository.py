@@ -14,7 +14,7 @@ from paht_common.db import Conn
 # --- API keys ---------------------------------------------------------------------------
 
 KEY_BY_HASH = """
-SELECT id, app_id, scopes, rate_per_minute FROM api_keys
+SELECT id, app_id, scopes, rate_per_minute, expires_at FROM api_keys
 WHERE key_hash = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())
 """
 INSERT_KEY = """
