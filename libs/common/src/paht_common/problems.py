@@ -86,6 +86,17 @@ class Problem(HTTPException):
         self.type = type_
         self.extra = extra
 
+    def response(self) -> JSONResponse:
+        """This problem as its problem+json response."""
+        return problem_response(
+            self.status,
+            self.title,
+            self.detail,
+            type_=self.type,
+            headers=dict(self.headers) if self.headers else None,
+            **self.extra,
+        )
+
 
 def problem_response(
     status: int,
@@ -146,14 +157,7 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Problem)
     async def on_problem(_: Request, exc: Problem) -> JSONResponse:
-        return problem_response(
-            exc.status,
-            exc.title,
-            exc.detail,
-            type_=exc.type,
-            headers=dict(exc.headers) if exc.headers else None,
-            **exc.extra,
-        )
+        return exc.response()
 
 
 def _title(status: int) -> str:

@@ -5,7 +5,6 @@ Run: ``python -m intake`` (serves on INTAKE_HTTP_PORT). Upstream apps authentica
 """
 
 import gc
-import hashlib
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -309,10 +308,7 @@ class RequestLimits:
             return message
 
         if length is not None and (not length.isdigit() or int(length) > limit):
-            response = problem_response(
-                413, "Payload too large", f"the body may be at most {limit} bytes", field="body"
-            )
-            await response(scope, receive, send_and_observe)
+            await _too_large(limit).response()(scope, receive, send_and_observe)
         else:
             await self.app(scope, receive_within_limit, send_and_observe)
         # the router records the matched route in the scope; its template keeps labels few
@@ -487,7 +483,7 @@ def build_app(settings: IntakeSettings | None = None) -> FastAPI:
             return True
         return report["agency_id"] is not None and report["agency_id"] == member.agency_id
 
-    async def report_from_form(request: Request) -> tuple[ReportIn, list[bytes]]:
+    async def report_from_form(request: Request) -> tuple[ReportIn, dict[str, bytes]]:
         """The ``report`` JSON part and the ``files`` parts of a multipart submission."""
         async with multipart_form(
             request,
@@ -554,7 +550,7 @@ def build_app(settings: IntakeSettings | None = None) -> FastAPI:
             )
         content_type = headers.get("content-type", "application/json").lower()
         mime = content_type.split(";", 1)[0].strip()
-        blobs: list[bytes] = []
+        blobs: dict[str, bytes] = {}
         if mime == "multipart/form-data":
             body, blobs = await report_from_form(request)
         elif mime == "application/json" or mime.endswith("+json"):
@@ -769,7 +765,7 @@ def build_app(settings: IntakeSettings | None = None) -> FastAPI:
         async with conn.transaction():
             await repository.get_report(conn, report_id=report_id, for_update=True)
             attached = await repository.media_shas_of(conn, report_id=report_id)
-            new = {hashlib.sha256(b).hexdigest() for b in blobs} - attached
+            new = set(blobs) - attached
             if len(attached) + len(new) > settings.max_media_files:
                 raise Problem(
                     422,
@@ -778,7 +774,7 @@ def build_app(settings: IntakeSettings | None = None) -> FastAPI:
                     f"({len(attached)} already attached)",
                     field="files",
                 )
-            stored = await media.store_all(blobs, root=settings.media_dir, field="files")
+            stored = await media.store_all(blobs.values(), root=settings.media_dir, field="files")
             for item in stored:
                 await repository.attach_media(
                     conn,

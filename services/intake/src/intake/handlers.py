@@ -13,7 +13,7 @@ import math
 import time
 import unicodedata
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -252,9 +252,7 @@ async def find_duplicates(
     queries = [_nearby_query(b, ctx) for b in bodies]
     asked = [(i, q) for i, q in enumerate(queries) if q is not None]
     result: list[list[uuid.UUID]] = [[] for _ in bodies]
-    if not asked:
-        return result
-    found = await repository.nearby(
+    found = await repository.nearby(  # no query at all when nothing has a point
         conn,
         [q for _, q in asked],
         since=now - timedelta(days=ctx.settings.duplicate_window_days),
@@ -497,14 +495,15 @@ async def submit_report(
     app_id: str,
     idempotency_key: str | None,
     ctx: IntakeContext,
-    files: Sequence[bytes] = (),
+    files: Mapping[str, bytes] | None = None,
     files_field: str = "files",
 ) -> SubmitResult:
     """Validate and store a report with its ReportSubmitted event (or find the original).
 
-    ``files`` (checked by ``media.read_uploads``) are stored only once the report is valid,
-    and attached in the same statement that stores the report.
+    ``files`` (by SHA-256, as ``media.read_uploads`` gives them) are stored only once the
+    report is valid, and attached in the same statement that stores the report.
     """
+    files = files or {}
     catalogue, writer = ctx.submissions()
     submission = await validate_submission(
         body,
@@ -512,10 +511,12 @@ async def submit_report(
         idempotency_key=idempotency_key,
         catalogue=catalogue,
         ctx=ctx,
-        media_digests=[hashlib.sha256(data).hexdigest() for data in files],
+        media_digests=list(files),
     )
     if files:
-        stored = await media.store_all(files, root=ctx.settings.media_dir, field=files_field)
+        stored = await media.store_all(
+            files.values(), root=ctx.settings.media_dir, field=files_field
+        )
         submission = replace(submission, media=tuple(stored))
     return await writer.submit(submission)
 

@@ -14,7 +14,7 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -226,10 +226,9 @@ class Upload(Protocol):
 
 async def read_uploads(
     files: Sequence[Upload | str], *, field: str, max_files: int, max_bytes: int
-) -> list[bytes]:
-    """The parts' bytes, checked: at most ``max_files``, each sized and sniffed.
-
-    The same bytes sent twice count once (a file is attached to a report only once).
+) -> dict[str, bytes]:
+    """The parts' bytes by SHA-256 (in upload order), checked: at most ``max_files``, each
+    sized and sniffed. The same bytes sent twice count once (attached to a report once).
     """
     if len(files) > max_files:
         raise UploadError(422, field, f"a report carries at most {max_files} files")
@@ -245,10 +244,10 @@ async def read_uploads(
                 415, field, f"{field}[{index}]: not JPEG, PNG, WebP, MP4 or QuickTime"
             )
         blobs.setdefault(hashlib.sha256(data).hexdigest(), data)
-    return list(blobs.values())
+    return blobs
 
 
-async def store_all(blobs: Sequence[bytes], *, root: Path, field: str) -> list[StoredMedia]:
+async def store_all(blobs: Iterable[bytes], *, root: Path, field: str) -> list[StoredMedia]:
     """Store checked files off the event loop; UploadError 415 when one proves corrupt."""
     stored = []
     for index, data in enumerate(blobs):

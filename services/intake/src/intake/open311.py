@@ -732,7 +732,9 @@ MEDIA_PARTS = ("media[]", "media")
 """File parts of a multipart POST (the GeoReport v2.1 draft's ``media[]``)."""
 
 
-async def _form(request: Request, *, max_files: int, max_bytes: int) -> tuple[Params, list[bytes]]:
+async def _form(
+    request: Request, *, max_files: int, max_bytes: int
+) -> tuple[Params, dict[str, bytes]]:
     """Query parameters plus the body's fields, and the checked files of a multipart body.
 
     The v2 spec posts application/x-www-form-urlencoded; multipart/form-data (v2.1 draft)
@@ -772,7 +774,7 @@ async def _form(request: Request, *, max_files: int, max_bytes: int) -> tuple[Pa
         )
     except (UnicodeDecodeError, ValueError) as exc:
         raise bad_request("body", "not a UTF-8 form of at most 200 fields") from exc
-    return Params([*query, *pairs]), []
+    return Params([*query, *pairs]), {}
 
 
 # --- the router --------------------------------------------------------------------------
