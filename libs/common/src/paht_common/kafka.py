@@ -6,18 +6,19 @@ import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from cloudevents.core.bindings.kafka import KafkaMessage, from_binary, to_binary
+from cloudevents.core.bindings.kafka import KafkaMessage, from_binary
 from cloudevents.core.formats.json import JSONFormat
-from cloudevents.core.v1.event import CloudEvent
 from pydantic import ValidationError
 
 from paht_common.events import Envelope, Payload, payload_class
 
 JSON_FORMAT = JSONFormat()
 CONTENT_TYPE = "application/json"
+CONTENT_TYPE_BYTES = CONTENT_TYPE.encode()
 
 
 class UndecodableRecord(ValueError):
@@ -37,22 +38,34 @@ class RawRecord:
 
 
 def encode(envelope: Envelope[Any]) -> KafkaMessage:
-    """CloudEvents binary-mode record for an envelope; the key is the report id."""
-    event = CloudEvent(
-        attributes={
-            "id": str(envelope.event_id),
-            "source": envelope.source,
-            "specversion": "1.0",
-            "type": envelope.event_type,
-            "subject": envelope.subject,
-            "time": envelope.occurred_at,
-            "datacontenttype": CONTENT_TYPE,
-            "partitionkey": envelope.subject,
-            "correlationid": envelope.correlation_id,
-        },
-        data=envelope.payload.model_dump(mode="json"),
+    """CloudEvents binary-mode record for an envelope; the key is the report id.
+
+    Built directly rather than through the SDK's ``CloudEvent`` + ``to_binary``, which cost
+    four times as much on the submit path; ``tests/unit/common`` checks that both give the
+    same headers, key and data, and ``decode`` reads records with the SDK.
+    """
+    subject = envelope.subject
+    event_id = str(envelope.event_id)
+    headers = {
+        "ce_id": event_id.encode(),
+        "ce_source": envelope.source.encode(),
+        "ce_specversion": b"1.0",
+        "ce_type": envelope.event_type.encode(),
+        "ce_subject": subject.encode(),
+        "ce_time": _timestamp(envelope.occurred_at),
+        "content-type": CONTENT_TYPE_BYTES,
+        "ce_partitionkey": subject.encode(),
+        "ce_correlationid": envelope.correlation_id.encode(),
+    }
+    return KafkaMessage(
+        headers=headers, key=subject, value=envelope.payload.model_dump_json().encode()
     )
-    return to_binary(event, JSON_FORMAT)
+
+
+def _timestamp(at: datetime) -> bytes:
+    """RFC 3339 as the CloudEvents SDK writes it: ISO 8601, ``Z`` for UTC."""
+    text = at.isoformat()
+    return (text[:-6] + "Z" if text.endswith("+00:00") else text).encode()
 
 
 def decode(record: RawRecord) -> Envelope[Payload]:
