@@ -1,4 +1,8 @@
-"""Command line shared by the services: ``python -m <svc> [serve|migrate|seed]``."""
+"""Command line shared by the services: ``python -m <svc> [serve|migrate|seed|relay]``.
+
+``relay [METRICS_PORT]`` relays the outbox in a process of its own (set the service's
+``*_OUTBOX_RELAY=false`` for its API workers); with a port it serves ``/metrics`` there.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +12,13 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+import prometheus_client
 import uvicorn
+import uvloop
 from fastapi import FastAPI
 
 from paht_common.logging import configure_logging
-from paht_common.runtime import migrate
+from paht_common.runtime import migrate, run_relay
 from paht_common.settings import BaseServiceSettings
 
 Seeder = Callable[[Any], Coroutine[Any, Any, None]]
@@ -40,8 +46,14 @@ def service_main(
             asyncio.run(migrate(settings, migrations))
             asyncio.run(seed(settings))
         return 0
+    if command == "relay":
+        port = int(args[1]) if len(args) > 1 else 0
+        if port:
+            prometheus_client.start_http_server(port, addr=settings.http_host)
+        uvloop.run(run_relay(service=service, settings=settings, migrations=migrations))
+        return 0
     if command != "serve":
-        sys.stderr.write(f"usage: python -m {service} [serve|migrate|seed]\n")
+        sys.stderr.write(f"usage: python -m {service} [serve|migrate|seed|relay [METRICS_PORT]]\n")
         return 2
     config = uvicorn.Config(
         build_app(),

@@ -57,6 +57,31 @@ async def migrate(settings: BaseServiceSettings, migrations: Path) -> list[str]:
         await pool.close()
 
 
+async def run_relay(*, service: str, settings: BaseServiceSettings, migrations: Path) -> None:
+    """Relay the service's outbox to Kafka in a process of its own until SIGTERM or SIGINT.
+
+    Any number of relays may run beside the API workers: each claims rows with ``FOR UPDATE
+    SKIP LOCKED``, and a relay killed mid-batch leaves its rows for the next claim.
+    """
+    pool = await connect_with_retry(settings)
+    try:
+        async with pool.acquire() as conn:
+            await apply_migrations(conn, migrations)
+        producer = make_producer(settings.kafka_bootstrap, client_id=f"{service}-relay")
+        await producer.start()
+        try:
+            relay = asyncio.create_task(OutboxRelay(pool, producer, service=service).run())
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, relay.cancel)
+            with contextlib.suppress(asyncio.CancelledError):
+                await relay
+        finally:
+            await producer.stop()
+    finally:
+        await pool.close()
+
+
 class Runtime:
     """Resources of one service process; use as ``async with Runtime(...) as rt``."""
 
@@ -88,8 +113,9 @@ class Runtime:
             self.settings.kafka_bootstrap, client_id=f"{self.service}-relay"
         )
         await self._producer.start()
-        relay = OutboxRelay(self._pool, self._producer, service=self.service)
-        self.spawn("outbox-relay", relay.run)
+        if self.settings.outbox_relay:
+            relay = OutboxRelay(self._pool, self._producer, service=self.service)
+            self.spawn("outbox-relay", relay.run)
         return self
 
     async def __aexit__(

@@ -34,6 +34,9 @@ class BaseServiceSettings(BaseSettings):
     consumer_session_timeout_ms: int = 10_000
     consumer_heartbeat_interval_ms: int = 1_000
     fetch_max_wait_ms: int = 50
+    outbox_relay: bool = True
+    """Relay the outbox to Kafka inside this process; false when ``python -m <service>
+    relay`` runs as a process of its own (several API workers, one relay)."""
     faust_datadir: str = ""
     """Where faust keeps its (memory-store) bookkeeping; empty: a fresh temporary directory."""
 
