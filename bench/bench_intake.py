@@ -10,7 +10,9 @@ uvicorn worker process, the service's own uvicorn config) and loads it from this
 over HTTP/1.1 keep-alive connections:
 
 (1) closed loop: ``--connections`` workers each POST /v1/reports back to back for
-    ``--seconds``; accepted reports per second and latency;
+    ``--seconds``; accepted reports per second and latency. One run per count (default 32
+    and 128): the group-commit writer needs enough requests in flight to fill a batch
+    while the previous one is being written, so the best run is the capacity;
 (2) open loop: POST /v1/reports at a fixed ``--rate`` for ``--seconds``; latency counts from
     each request's scheduled instant (a stalled server is not hidden by a stalled client)
     and from the moment it was sent; requests still unanswered ``--grace`` seconds after the
@@ -22,8 +24,9 @@ over HTTP/1.1 keep-alive connections:
 Every run is made twice: with httpx (one AsyncClient per connection) and with a minimal
 asyncio-streams client, because on 2 cores httpx costs more CPU per request than the bare
 server does and would otherwise be what the bare figures measure. The generator, the server,
-PostgreSQL and Kafka share the cores; each run records the CPU they used. Prints one JSON
-document and writes it to bench/results/intake.json.
+the outbox relay (``--relay``: a process of its own by default, as several workers would
+share one), PostgreSQL and Kafka share the cores; each run records the CPU each used.
+Prints one JSON document and writes it to bench/results/intake.json.
 """
 
 from __future__ import annotations
@@ -102,34 +105,73 @@ def serve_bare(port: int) -> int:
 # --- measurement -------------------------------------------------------------------------
 
 
+WATCHED: dict[str, int] = {}
+"""Other processes whose CPU each run reports (the separate outbox relay), by name."""
+
+
+def _process_ticks(pid: int) -> int:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:  # gone
+        return 0
+    return int(stat[11]) + int(stat[12])
+
+
+def _infrastructure_ticks() -> int:
+    """CPU ticks of every PostgreSQL process and of the Kafka broker (java)."""
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+        if comm.startswith("postgres") or comm == "java":
+            fields = stat.rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+    return total
+
+
 @dataclass
 class CpuSample:
-    """CPU counters at one instant: machine busy/total ticks, server ticks, our CPU time."""
+    """CPU counters at one instant: machine busy/total ticks, the server's, the watched
+    processes', PostgreSQL + Kafka's, and our own CPU time."""
 
     wall: float
     machine_busy: int
     machine_total: int
     server: int
     loadgen: float
+    watched: dict[str, int]
+    infrastructure: int
 
     @classmethod
     def take(cls, server_pid: int) -> CpuSample:
         fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
         ticks = [int(v) for v in fields]
         idle = ticks[3] + ticks[4]
-        stat = Path(f"/proc/{server_pid}/stat").read_text().rsplit(")", 1)[1].split()
         return cls(
             wall=time.perf_counter(),
             machine_busy=sum(ticks) - idle,
             machine_total=sum(ticks),
-            server=int(stat[11]) + int(stat[12]),
+            server=_process_ticks(server_pid),
             loadgen=time.process_time(),
+            watched={name: _process_ticks(pid) for name, pid in WATCHED.items()},
+            infrastructure=_infrastructure_ticks(),
         )
 
     def since(self, start: CpuSample, *, requests: int) -> dict[str, float]:
         wall = self.wall - start.wall
         total = max(self.machine_total - start.machine_total, 1)
         server_seconds = (self.server - start.server) / TICKS
+        watched = {
+            f"{name}_percent_of_one_core": round(
+                100 * (ticks - start.watched.get(name, 0)) / TICKS / wall, 1
+            )
+            for name, ticks in self.watched.items()
+        }
         return {
             "server_cpu_ms_per_request": round(1000 * server_seconds / max(requests, 1), 2),
             "machine_busy_percent": round(
@@ -140,6 +182,10 @@ class CpuSample:
             ),
             "load_generator_percent_of_one_core": round(
                 100 * (self.loadgen - start.loadgen) / wall, 1
+            ),
+            **watched,
+            "postgres_and_kafka_percent_of_one_core": round(
+                100 * (self.infrastructure - start.infrastructure) / TICKS / wall, 1
             ),
         }
 
@@ -421,19 +467,22 @@ async def measure(
             continue
         label = f"{name}/{client_name}"
         log(f"{label}: warm-up")
-        await closed_loop(
-            connect, new_request, connections=args.connections, seconds=2, ok=ok, server_pid=pid
-        )
-        log(f"{label}: closed loop, {args.connections} connections, {args.seconds:g} s")
-        closed = await closed_loop(
-            connect,
-            new_request,
-            connections=args.connections,
-            seconds=args.seconds,
-            ok=ok,
-            server_pid=pid,
-        )
-        runs = {"closed_loop": closed}
+        await closed_loop(connect, new_request, connections=32, seconds=2, ok=ok, server_pid=pid)
+        by_connections: dict[str, Any] = {}
+        for connections in args.connections:
+            log(f"{label}: closed loop, {connections} connections, {args.seconds:g} s")
+            by_connections[str(connections)] = await closed_loop(
+                connect,
+                new_request,
+                connections=connections,
+                seconds=args.seconds,
+                ok=ok,
+                server_pid=pid,
+            )
+        closed = max(by_connections.values(), key=lambda r: r["succeeded_per_second"])
+        runs: dict[str, Any] = {"closed_loop": closed}
+        if len(by_connections) > 1:
+            runs["closed_loop_by_connections"] = by_connections
         sustainable = max(1.0, round(closed["succeeded_per_second"] / 2))
         for key, rate in (
             ("open_loop_target", args.rate),
@@ -486,7 +535,13 @@ def main() -> None:
     """Start everything, run the four measurements, write the JSON report."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument(
+        "--connections",
+        type=int,
+        nargs="+",
+        default=[32, 128],
+        help="closed loop: one run per count; the best is the capacity",
+    )
     parser.add_argument("--rate", type=float, default=500.0)
     parser.add_argument("--open-connections", type=int, default=64)
     parser.add_argument("--grace", type=float, default=10.0)
@@ -495,6 +550,12 @@ def main() -> None:
     )
     parser.add_argument(
         "--only", choices=["intake", "bare"], help="measure one server (default: both)"
+    )
+    parser.add_argument(
+        "--relay",
+        choices=["separate", "in-process"],
+        default="separate",
+        help="outbox relay: its own process (python -m intake relay) or inside the worker",
     )
     parser.add_argument("--serve-bare", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -519,6 +580,7 @@ def main() -> None:
             "INTAKE_DEV_API_KEY": settings.dev_api_key,
             "INTAKE_JWT_DEV_KEY_DIR": str(settings.jwt_dev_key_dir),
             "INTAKE_LOG_LEVEL": "WARNING",
+            "INTAKE_OUTBOX_RELAY": "true" if args.relay == "in-process" else "false",
             "PYTHONUNBUFFERED": "1",
         }
         intake = ManagedProcess(
@@ -537,6 +599,16 @@ def main() -> None:
             cwd=REPO_ROOT,
         )
         procs = [intake, bare]
+        if args.relay == "separate":
+            relay = ManagedProcess(
+                "intake-relay",
+                [sys.executable, "-m", "intake", "relay"],
+                env.run_dir,
+                env.log_dir,
+                env=server_env,
+                cwd=REPO_ROOT,
+            )
+            procs.append(relay)
         for proc in procs:
             proc.start()
         base_intake = f"http://127.0.0.1:{intake_port}"
@@ -560,6 +632,11 @@ def main() -> None:
         intake_pid, bare_pid = intake.pid(), bare.pid()
         if intake_pid is None or bare_pid is None:
             raise RuntimeError("a server exited after becoming ready")
+        if args.relay == "separate":
+            relay_pid = relay.pid()
+            if relay_pid is None:
+                raise RuntimeError("the outbox relay exited")
+            WATCHED["outbox_relay"] = relay_pid
 
         async def everything() -> dict[str, Any]:
             reports = report_requests(settings.dev_api_key, categories, rng)
@@ -587,6 +664,11 @@ def main() -> None:
                 "process": "python -m intake (service_main: uvicorn, 1 worker, httptools, uvloop)",
                 "log_level": "WARNING",
                 "db_pool_max": settings.db_pool_max,
+                "outbox_relay": (
+                    "python -m intake relay, a process of its own"
+                    if args.relay == "separate"
+                    else "inside the worker process"
+                ),
             },
             "clients": {
                 "httpx": "httpx.AsyncClient per connection, HTTP/1.1 keep-alive",

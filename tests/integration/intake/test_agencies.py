@@ -124,6 +124,7 @@ async def test_routed_report_teaches_the_name_a_later_manual_assign_shows(intake
     assert by_hand["report"]["agency"] == {"id": agency_id, "name": KINH_BAC}
     learned = (await directory(intake))[agency_id]
     assert (learned["name"], learned["requires_leader_approval"]) == (KINH_BAC, False)
+    assert learned["name_source"] == "routing"
 
 
 async def test_manual_assign_to_an_unknown_agency_shows_its_id(intake):
@@ -135,18 +136,63 @@ async def test_manual_assign_to_an_unknown_agency_shows_its_id(intake):
     assert agency_id not in await directory(intake)
 
 
-async def test_routing_renames_an_agency_but_keeps_its_approval_rule(intake):
+async def test_admin_name_survives_routing_and_names_the_reports_routed_afterwards(intake):
     agency_id = random_id("ubnd-")
-    created = await put_agency(intake, agency_id, name="Tên cũ", requires_leader_approval=True)
+    admin_name = "Ủy ban nhân dân phường Kinh Bắc"
+    created = await put_agency(intake, agency_id, name=admin_name, requires_leader_approval=True)
     assert created.status_code == 200, created.text
-    report = await intake.submit()
+    assert created.json()["name_source"] == "admin"
+    first, later = await intake.submit(), await intake.submit()
 
-    await route(intake, report, agency_id=agency_id, agency_name=KINH_BAC)
+    await route(intake, first, agency_id=agency_id, agency_name=KINH_BAC)
+    await route(intake, later, agency_id=agency_id, agency_name="Tên khác của routing")
 
     agency = (await directory(intake))[agency_id]
-    assert (agency["name"], agency["requires_leader_approval"]) == (KINH_BAC, True)
-    assert (await staff_view(intake, report["id"]))["agency"]["name"] == KINH_BAC
-    assert await requires_approval(intake, report["id"])
+    assert (agency["name"], agency["name_source"], agency["requires_leader_approval"]) == (
+        admin_name,
+        "admin",
+        True,
+    )
+    assert (await staff_view(intake, first["id"]))["agency"]["name"] == admin_name
+    assert (await staff_view(intake, later["id"]))["agency"]["name"] == admin_name
+    assert await requires_approval(intake, later["id"])
+
+
+async def test_a_name_learned_from_routing_still_follows_routing(intake):
+    agency_id = random_id("ubnd-")
+    first, later = await intake.submit(), await intake.submit()
+
+    await route(intake, first, agency_id=agency_id, agency_name="Tên cũ")
+    flagged = await put_agency(intake, agency_id, requires_leader_approval=True)  # no name
+    await route(intake, later, agency_id=agency_id, agency_name=KINH_BAC)
+
+    assert flagged.status_code == 200, flagged.text
+    assert flagged.json()["name_source"] == "routing"
+    agency = (await directory(intake))[agency_id]
+    assert (agency["name"], agency["name_source"], agency["requires_leader_approval"]) == (
+        KINH_BAC,
+        "routing",
+        True,
+    )
+    assert (await staff_view(intake, first["id"]))["agency"]["name"] == "Tên cũ"
+    assert (await staff_view(intake, later["id"]))["agency"]["name"] == KINH_BAC
+
+
+async def test_admin_renaming_a_routed_agency_takes_the_name_over(intake):
+    agency_id = random_id("ubnd-")
+    first, later = await intake.submit(), await intake.submit()
+    await route(intake, first, agency_id=agency_id, agency_name=KINH_BAC)
+
+    renamed = await put_agency(intake, agency_id, name="Tên mới", requires_leader_approval=False)
+    await route(intake, later, agency_id=agency_id, agency_name=KINH_BAC)
+    by_hand = await assigned(intake, agency_id)
+
+    assert renamed.status_code == 200, renamed.text
+    assert (renamed.json()["name"], renamed.json()["name_source"]) == ("Tên mới", "admin")
+    assert (await directory(intake))[agency_id]["name"] == "Tên mới"
+    assert (await staff_view(intake, first["id"]))["agency"]["name"] == KINH_BAC  # kept
+    assert (await staff_view(intake, later["id"]))["agency"]["name"] == "Tên mới"
+    assert by_hand["report"]["agency"]["name"] == "Tên mới"
 
 
 async def test_routed_event_on_kafka_names_the_agency(intake):

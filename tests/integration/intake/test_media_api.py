@@ -6,12 +6,14 @@ import hashlib
 import io
 import os
 import time
+import uuid
 
 import pytest
 from PIL import Image
 
 from intake import media
 from intake.__main__ import collect_media_garbage
+from paht_common.events import ReportMediaAdded
 
 pytestmark = pytest.mark.integration
 
@@ -163,6 +165,136 @@ async def test_staff_view_lists_media_public_view_does_not(intake):
     assert [m["sha256"] for m in staff.json()["media"]] == [sha]
     assert staff.json()["media"][0]["url"] == f"/v1/media/{sha}"
     assert "media" not in public.json()
+
+
+# --- timeline and event ---------------------------------------------------------------------
+
+
+async def timeline_rows(intake, report_id):
+    async with intake.pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT event_id, actor_role, actor_subject, actor_agency_id, action, from_state,"
+            " to_state, reason, details FROM report_timeline WHERE report_id = $1 ORDER BY id",
+            uuid.UUID(report_id),
+        )
+    return [dict(r) for r in rows]
+
+
+async def written(intake):
+    return {t: await intake.count(t) for t in ("report_timeline", "outbox", "report_media")}
+
+
+async def test_attaching_media_adds_one_timeline_row_and_one_media_added_event(intake):
+    report = await intake.submit()
+    a, b = png((1, 1, 1)), png((2, 2, 2))
+    digests = [hashlib.sha256(a).hexdigest(), hashlib.sha256(b).hexdigest()]
+
+    response = await upload(
+        intake, report["id"], ("a.png", a, "image/png"), ("b.png", b, "image/png")
+    )
+
+    assert response.status_code == 201, response.text
+    submit, added = await timeline_rows(intake, report["id"])
+    assert submit["action"] == "submit"
+    assert {k: added[k] for k in ("action", "from_state", "to_state", "actor_role")} == {
+        "action": "add_media",
+        "from_state": "submitted",
+        "to_state": "submitted",
+        "actor_role": "reporter",
+    }
+    assert added["actor_subject"] == submit["actor_subject"]  # app:<app id>
+    assert added["actor_subject"].startswith("app:")
+    assert (added["actor_agency_id"], added["reason"]) == (None, None)
+    assert added["details"] == {"media": 2, "sha256": digests}
+    events = await intake.outbox(report["id"])
+    assert len(events) == 2  # report.submitted, then this one
+    headers, envelope = events[1]
+    assert headers["ce_type"] == "vn.bn.fieldreport.report.media_added.v1"
+    assert envelope.event_id == added["event_id"]
+    payload = envelope.payload
+    assert isinstance(payload, ReportMediaAdded)
+    assert (payload.number, payload.count) == (report["number"], 2)
+    assert [(m.sha256, m.content_type) for m in payload.media] == [
+        (digests[0], "image/png"),
+        (digests[1], "image/png"),
+    ]
+    assert "Nguyễn" not in envelope.model_dump_json()  # no reporter identity
+
+
+async def test_media_on_a_report_in_progress_keeps_its_state_on_the_timeline(intake):
+    report = await intake.submit()
+    screened = await intake.act(report["id"], intake.staff("coordinator"), "screen")
+    assert screened.status_code == 200, screened.text
+
+    response = await upload(intake, report["id"], ("p.png", png(), "image/png"))
+
+    assert response.status_code == 201, response.text
+    added = (await timeline_rows(intake, report["id"]))[-1]
+    assert (added["action"], added["from_state"], added["to_state"]) == (
+        "add_media",
+        "screening",
+        "screening",
+    )
+
+
+async def test_a_replay_of_attached_files_writes_no_timeline_row_and_no_event(intake):
+    report = await intake.submit()
+    a, b = png((1, 1, 1)), png((2, 2, 2))
+    first = await upload(intake, report["id"], ("a.png", a, "image/png"), ("b.png", b, "image/png"))
+    assert first.status_code == 201, first.text
+    before = await written(intake)
+
+    replay = await upload(intake, report["id"], ("b.png", b, "image/png"))
+
+    assert replay.status_code == 201, replay.text
+    assert await written(intake) == before
+
+
+async def test_only_the_files_new_to_the_report_are_recorded(intake):
+    report = await intake.submit()
+    a, c = png((1, 1, 1)), png((3, 3, 3))
+    first = await upload(intake, report["id"], ("a.png", a, "image/png"))
+    assert first.status_code == 201, first.text
+
+    mixed = await upload(intake, report["id"], ("a.png", a, "image/png"), ("c.png", c, "image/png"))
+
+    assert mixed.status_code == 201, mixed.text
+    assert len(mixed.json()["media"]) == 2  # every file of the request is answered
+    last = (await timeline_rows(intake, report["id"]))[-1]
+    assert last["details"] == {"media": 1, "sha256": [hashlib.sha256(c).hexdigest()]}
+    _, envelope = (await intake.outbox(report["id"]))[-1]
+    assert isinstance(envelope.payload, ReportMediaAdded)
+    assert envelope.payload.count == 1
+    assert [m.sha256 for m in envelope.payload.media] == [hashlib.sha256(c).hexdigest()]
+
+
+async def test_refused_uploads_write_nothing(intake_with):
+    async with intake_with(max_media_files=1) as intake:
+        report = await intake.submit()
+        _, other_key = await intake.new_key()
+        one = await upload(intake, report["id"], ("a.png", png((1, 1, 1)), "image/png"))
+        assert one.status_code == 201, one.text
+        before = await written(intake)
+        stored = await intake.count("media")
+
+        foreign = await upload(
+            intake,
+            report["id"],
+            ("b.png", png((2, 2, 2)), "image/png"),
+            headers={"X-API-Key": other_key},
+        )
+        unknown = await upload(intake, str(uuid.uuid4()), ("b.png", png((2, 2, 2)), "image/png"))
+        too_many = await upload(intake, report["id"], ("c.png", png((3, 3, 3)), "image/png"))
+
+        assert intake.problem(foreign, 404) == {"report_id"}
+        assert intake.problem(unknown, 404) == {"report_id"}
+        assert intake.problem(too_many, 422) == {"files"}
+        assert too_many.json()["title"] == "Too many files"
+        assert await written(intake) == before
+        assert await intake.count("media") == stored
+        assert not media.path_of(
+            intake.settings.media_dir, hashlib.sha256(png((3, 3, 3))).hexdigest()
+        ).exists()
 
 
 # --- orphaned files ------------------------------------------------------------------------

@@ -344,3 +344,43 @@ async def test_duplicate_hints_see_earlier_reports_of_the_same_batch_but_not_ret
     assert hints(d) == {r_id, a_id, b_id}  # not the retry of r
     assert hints(f) == {r_id, a_id, b_id, d_id}  # not the retries of r and a
     assert hints(x) == set()  # another category
+
+
+# --- the plain ASGI endpoint is still a documented route ---------------------------------
+
+
+async def test_submit_route_is_described_in_the_openapi_document(intake):
+    operation = intake.app.openapi()["paths"]["/v1/reports"]["post"]
+
+    content = operation["requestBody"]["content"]
+    assert set(content) == {"application/json", "multipart/form-data"}
+    assert content["application/json"]["schema"] == {"$ref": "#/components/schemas/ReportIn"}
+    assert {p["name"] for p in operation["parameters"]} == {"X-API-Key", "Idempotency-Key"}
+    assert {"200", "202", "401", "403", "409", "413", "415", "422", "429"} <= set(
+        operation["responses"]
+    )
+    assert operation["responses"]["202"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/Accepted"
+    }
+    assert "Idempotency-Key" in operation["description"]
+
+
+async def test_submit_errors_and_successes_are_counted_under_the_route(intake):
+    def counts(text: str) -> dict[str, float]:
+        prefix = 'intake_http_requests_total{method="POST",route="/v1/reports",status="'
+        found = {}
+        for line in text.splitlines():
+            if line.startswith(prefix):
+                status, _, value = line[len(prefix) :].partition('"} ')
+                found[status] = float(value)
+        return found
+
+    before = counts((await intake.client.get("/metrics")).text)
+    await intake.client.post("/v1/reports", json=intake.body(), headers=intake.app_headers)
+    await intake.client.post("/v1/reports", json=intake.body())  # no key: 401
+    await intake.client.post("/v1/reports", json=intake.body())
+
+    after = counts((await intake.client.get("/metrics")).text)
+
+    assert after.get("202", 0) - before.get("202", 0) == 1
+    assert after.get("401", 0) - before.get("401", 0) == 2

@@ -21,7 +21,10 @@ from paht_common.topics import (
 )
 
 PRODUCERS: dict[str, tuple[str, list[str]]] = {
-    REPORT_EVENTS: ("intake", ["report.submitted.v1", "report.transitioned.v1"]),
+    REPORT_EVENTS: (
+        "intake",
+        ["report.submitted.v1", "report.transitioned.v1", "report.media_added.v1"],
+    ),
     ROUTING_EVENTS: ("routing", ["report.routed.v1"]),
     SLA_EVENTS: ("sla", ["sla.clocks_changed.v1", "sla.threshold_reached.v1"]),
     NOTIFY_EVENTS: ("notify", []),

@@ -66,6 +66,27 @@ class ReportTransitioned(Payload):
     at: AwareDatetime
 
 
+class AddedMedia(BaseModel):
+    """One file attached to a report: its digest and sniffed type (never its bytes or URL)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    content_type: str
+
+
+class ReportMediaAdded(Payload):
+    """The submitting app attached more photos or videos to a report (state unchanged)."""
+
+    NAME: ClassVar[str] = "report.media_added"
+
+    number: str
+    count: int = Field(ge=1)
+    """How many files this attachment added (``len(media)``)."""
+    media: list[AddedMedia] = Field(min_length=1)
+    added_at: AwareDatetime
+
+
 class ReportRouted(Payload):
     """Routing chose the lead agency for a report."""
 
@@ -150,6 +171,7 @@ PAYLOAD_TYPES: dict[str, type[Payload]] = {
     for cls in (
         ReportSubmitted,
         ReportTransitioned,
+        ReportMediaAdded,
         ReportRouted,
         SlaClocksChanged,
         SlaThresholdReached,

@@ -144,13 +144,7 @@ def install_problem_handlers(app: FastAPI) -> None:
         )
 
     async def on_unavailable(_: Request, exc: Exception) -> JSONResponse:
-        logger.warning("answering 503, a dependency is unavailable: %r", exc)
-        return problem_response(
-            503,
-            "Service unavailable",
-            "the database or broker cannot be reached; retry later (idempotently)",
-            headers={"Retry-After": "5"},
-        )
+        return unavailable_response(exc)
 
     for error in UNAVAILABLE_ERRORS:
         app.add_exception_handler(error, on_unavailable)
@@ -158,6 +152,17 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def on_problem(_: Request, exc: Problem) -> JSONResponse:
         return exc.response()
+
+
+def unavailable_response(exc: Exception) -> JSONResponse:
+    """503 with Retry-After for an error of an unreachable dependency (logged)."""
+    logger.warning("answering 503, a dependency is unavailable: %r", exc)
+    return problem_response(
+        503,
+        "Service unavailable",
+        "the database or broker cannot be reached; retry later (idempotently)",
+        headers={"Retry-After": "5"},
+    )
 
 
 def _title(status: int) -> str:

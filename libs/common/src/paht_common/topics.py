@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Final
 
 REPORT_EVENTS: Final = "paht.report.events.v1"
-"""Lifecycle of a report, produced by intake (submitted, every transition)."""
+"""Lifecycle of a report, produced by intake (submitted, every transition, media added)."""
 
 ROUTING_EVENTS: Final = "paht.routing.events.v1"
 """Routing decisions, produced by routing."""

@@ -153,8 +153,8 @@ class AgencyPut(BaseModel):
     name: AgencyName | None = Field(
         None,
         description="display name (stored in NFC); required when the agency is new, "
-        "omitted or null keeps the current one. The next report.routed naming the agency "
-        "replaces it with routing's name.",
+        "omitted or null keeps the current one. A name set here is kept: report.routed "
+        "events no longer rename the agency.",
     )
     requires_leader_approval: StrictBool = Field(
         description="responses of the agency's officers wait for its leader's approval "
@@ -172,6 +172,10 @@ class AgencyView(BaseModel):
 
     id: str
     name: str
+    name_source: Literal["routing", "admin"] = Field(
+        description="who set the name: routing (learned from report.routed, which may rename "
+        "the agency) or admin (set here, kept over routing's)"
+    )
     requires_leader_approval: bool
     updated_at: str
 
@@ -187,6 +191,7 @@ def agency_view(row: dict[str, Any]) -> AgencyView:
     return AgencyView(
         id=row["id"],
         name=row["name"],
+        name_source=row["name_source"],
         requires_leader_approval=row["requires_leader_approval"],
         updated_at=to_local_iso(row["updated_at"]),
     )

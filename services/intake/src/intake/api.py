@@ -27,13 +27,14 @@ from fastapi import (
 from fastapi import (
     Path as PathParam,
 )
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import FileResponse
 from pydantic import AwareDatetime, StringConstraints, ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from intake import media, repository
 from intake.admin import admin_router
-from intake.auth import ApiKeyCache, App, AuthError, JwtVerifier, RateLimiter, Staff
+from intake.auth import ApiKeyCache, App, AppAuthenticator, AuthError, JwtVerifier, Staff
 from intake.domain import (
     ACTION_ADAPTER,
     STATE_LABELS_VI,
@@ -47,21 +48,26 @@ from intake.domain import (
     fold_diacritics,
 )
 from intake.handlers import (
-    IdempotencyConflict,
     InputError,
     IntakeContext,
     apply_action,
+    attach_media,
     handle_external_event,
     snapshot_of,
-    submit_report,
 )
-from intake.media import multipart_form
 from intake.metrics import HTTP_REQUESTS, HTTP_SECONDS
 from intake.open311 import open311_router
 from intake.reference import province_communes, staff_verifier
-from intake.schemas import Accepted, ReportIn
+from intake.schemas import ReportIn
 from intake.seed import seed_leader_approval
 from intake.settings import IntakeSettings
+from intake.submit_api import (
+    PATH,
+    PROBLEM_TEXT,
+    SubmitEndpoint,
+    documentation,
+    error_response,
+)
 from paht_common.clock import SystemClock, to_local_iso
 from paht_common.db import Conn
 from paht_common.events import Envelope, Payload
@@ -70,7 +76,6 @@ from paht_common.paging import decode_cursor, encode_cursor
 from paht_common.problems import (
     Problem,
     install_problem_handlers,
-    problem_response,
     problem_responses,
 )
 from paht_common.runtime import Runtime
@@ -84,66 +89,11 @@ QueryText = Annotated[str, StringConstraints(max_length=100, pattern=NO_NUL)]
 Sha256 = Annotated[str, PathParam(pattern=r"^[0-9a-f]{64}$")]
 BINARY = {"schema": {"type": "string", "format": "binary"}}
 MEDIA_CONTENT = {t: BINARY for t in sorted(media.SUPPORTED_TYPES)}
-REPORT_HEADERS: list[dict[str, Any]] = [
-    {
-        "name": "X-API-Key",
-        "in": "header",
-        "required": True,
-        "description": "the upstream app's API key (scope reports:write)",
-        "schema": {"type": "string"},
-    },
-    {
-        "name": "Idempotency-Key",
-        "in": "header",
-        "required": False,
-        "description": "a retry with the same key returns the original report",
-        "schema": {"type": "string", "minLength": 1, "maxLength": 200},
-    },
-]
-FORM_PART_BYTES = 1_000_000
-"""Largest non-file part of a multipart submission (the report JSON)."""
-REPORT_REQUEST_BODY: dict[str, Any] = {
-    "required": True,
-    "content": {
-        "application/json": {"schema": {"$ref": "#/components/schemas/ReportIn"}},
-        "multipart/form-data": {
-            "schema": {
-                "type": "object",
-                "required": ["report"],
-                "properties": {
-                    "report": {
-                        "type": "string",
-                        "description": "the report as JSON, exactly the application/json body",
-                    },
-                    "files": {
-                        "type": "array",
-                        "items": {"type": "string", "format": "binary"},
-                        "description": "photos or videos: JPEG, PNG, WebP, MP4, QuickTime",
-                    },
-                },
-            },
-            "encoding": {"report": {"contentType": "application/json"}},
-        },
-    },
-}
-
-
-_PROBLEM_TEXT = {
-    400: "malformed parameter",
-    401: "missing or invalid credentials",
-    403: "the credentials do not allow this",
-    404: "no such report (or not visible to the caller)",
-    409: "conflicts with the current state",
-    413: "body larger than the limit",
-    415: "unsupported media type (the problem names the field)",
-    422: "invalid field (the problem names it)",
-    429: "rate limit exceeded; see Retry-After",
-}
 
 
 def problems(*statuses: int, **texts: str) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` for RFC 9457 problem+json answers (``texts`` keyed ``s409``)."""
-    return problem_responses(_PROBLEM_TEXT, *statuses, **texts)
+    return problem_responses(PROBLEM_TEXT, *statuses, **texts)
 
 
 def iso(value: datetime | None) -> str | None:
@@ -234,20 +184,6 @@ def report_view(
     return view
 
 
-def _accepted(report: dict[str, Any]) -> dict[str, Any]:
-    """The ``Accepted`` answer as a plain dict (the route returns it without re-validation)."""
-    state = State(report["state"])
-    rid = str(report["id"])
-    return {
-        "id": rid,
-        "number": report["number"],
-        "status": state.value,
-        "status_label": STATE_LABELS_VI[state],
-        "submitted_at": to_local_iso(report["submitted_at"]),
-        "links": {"self": f"/v1/reports/{rid}", "timeline": f"/v1/reports/{rid}/timeline"},
-    }
-
-
 def _encode_cursor(report: dict[str, Any]) -> str:
     return encode_cursor(report["submitted_at"], str(report["id"]))
 
@@ -269,9 +205,12 @@ class RequestLimits:
     is counted as the app reads it, and the read fails with 413 once it passes the limit.
     """
 
-    def __init__(self, app: ASGIApp, *, settings: IntakeSettings) -> None:
+    def __init__(self, app: ASGIApp, *, settings: IntakeSettings, route: str | None = None) -> None:
         self.app = app
         self.settings = settings
+        self.route = route
+        self._counters: dict[tuple[str, str, int], Any] = {}
+        self._timers: dict[tuple[str, str], Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -312,10 +251,33 @@ class RequestLimits:
         else:
             await self.app(scope, receive_within_limit, send_and_observe)
         # the router records the matched route in the scope; its template keeps labels few
-        route = getattr(scope.get("route"), "path", "unmatched")
-        method = scope["method"]
-        HTTP_REQUESTS.labels(method, route, str(status)).inc()
-        HTTP_SECONDS.labels(method, route).observe(time.perf_counter() - started)
+        route: str = self.route or str(getattr(scope.get("route"), "path", "unmatched"))
+        method: str = scope["method"]
+        counter = self._counters.get((method, route, status))
+        if counter is None:  # labels() costs as much as a small handler: keep the children
+            counter = HTTP_REQUESTS.labels(method, route, str(status))
+            self._counters[method, route, status] = counter
+        timer = self._timers.get((method, route))
+        if timer is None:
+            timer = self._timers[method, route] = HTTP_SECONDS.labels(method, route)
+        counter.inc()
+        timer.observe(time.perf_counter() - started)
+
+
+class IntakeApp(FastAPI):
+    """FastAPI, except that hot routes are plain ASGI apps called before FastAPI's layers."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.fast_routes: dict[tuple[str, str], ASGIApp] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            fast = self.fast_routes.get((scope["method"], scope["path"]))
+            if fast is not None:
+                await fast(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
 
 
 def _too_large(limit: int) -> Problem:
@@ -358,13 +320,12 @@ def _nul_field(value: object, path: str = "") -> str | None:
     return None
 
 
-def build_app(settings: IntakeSettings | None = None) -> FastAPI:
+def build_app(settings: IntakeSettings | None = None) -> IntakeApp:
     """The FastAPI app whose lifespan opens the runtime and the event consumer."""
     settings = settings or IntakeSettings()
     clock = SystemClock()
     ctx = IntakeContext(settings=settings, clock=clock, communes=province_communes(settings))
     verifier: JwtVerifier = staff_verifier(settings)
-    limiter = RateLimiter()
 
     async def load_key(key_hash: bytes) -> App | None:
         async with ctx.database().acquire() as conn:
@@ -380,6 +341,7 @@ def build_app(settings: IntakeSettings | None = None) -> FastAPI:
         )
 
     keys = ApiKeyCache(settings.api_key_cache_seconds, load_key)
+    apps = AppAuthenticator(keys)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -408,56 +370,29 @@ def build_app(settings: IntakeSettings | None = None) -> FastAPI:
                 await verifier.stop()
                 await keys.stop()
 
-    app = FastAPI(
+    app = IntakeApp(
         title="PAHT intake",
         version="1.0.0",
         description="Field reports from upstream apps; staff actions; Open311 GeoReport v2.",
         lifespan=lifespan,
     )
     install_problem_handlers(app)
+    submit = SubmitEndpoint(settings=settings, ctx=ctx, apps=apps)
+    app.fast_routes["POST", PATH] = RequestLimits(submit, settings=settings, route=PATH)
 
-    @app.exception_handler(AuthError)
-    async def on_auth(_: Request, exc: AuthError) -> JSONResponse:
-        title = "Unauthorized" if exc.status == 401 else "Forbidden"
-        return problem_response(exc.status, title, exc.detail, field=exc.field)
+    async def on_error(_: Request, exc: Exception) -> Response:
+        response = error_response(exc)
+        if response is None:
+            raise exc
+        return response
 
-    @app.exception_handler(media.UploadError)
-    async def on_upload(_: Request, exc: media.UploadError) -> JSONResponse:
-        titles = {413: "File too large", 415: "Unsupported media type", 422: "Invalid files"}
-        return problem_response(
-            exc.status, titles.get(exc.status, "Invalid files"), exc.message, field=exc.field
-        )
-
-    @app.exception_handler(InputError)
-    async def on_input(_: Request, exc: InputError) -> JSONResponse:
-        return problem_response(
-            exc.status,
-            "Invalid report",
-            f"{exc.field}: {exc.message}",
-            errors=[{"field": exc.field, "message": exc.message}],
-        )
+    for error in (AuthError, media.UploadError, InputError):
+        app.add_exception_handler(error, on_error)
 
     app.add_middleware(RequestLimits, settings=settings)
 
-    async def authenticate_app(x_api_key: str | None) -> App:
-        if not x_api_key:
-            raise AuthError(401, "X-API-Key header is required", field="X-API-Key")
-        caller = await keys.get(x_api_key)
-        if caller is None:
-            raise AuthError(401, "unknown, revoked or expired API key", field="X-API-Key")
-        wait = limiter.check(caller.key_id, caller.rate_per_minute)
-        if wait:
-            raise Problem(
-                429,
-                "Too many requests",
-                f"rate limit of {caller.rate_per_minute} requests per minute",
-                headers={"Retry-After": str(int(wait))},
-                field="X-API-Key",
-            )
-        return caller
-
     async def api_app(x_api_key: Annotated[str | None, Header()] = None) -> App:
-        return await authenticate_app(x_api_key)
+        return await apps.authenticate(x_api_key)
 
     async def optional_staff(
         authorization: Annotated[str | None, Header()] = None,
@@ -482,111 +417,6 @@ def build_app(settings: IntakeSettings | None = None) -> FastAPI:
         if member.role in (Role.COORDINATOR, Role.SUPERVISOR):
             return True
         return report["agency_id"] is not None and report["agency_id"] == member.agency_id
-
-    async def report_from_form(request: Request) -> tuple[ReportIn, dict[str, bytes]]:
-        """The ``report`` JSON part and the ``files`` parts of a multipart submission."""
-        async with multipart_form(
-            request,
-            max_files=settings.max_media_files + 1,
-            max_fields=20,
-            max_part_size=FORM_PART_BYTES,
-        ) as form:
-            parts = form.getlist("report")
-            if len(parts) != 1 or not isinstance(parts[0], str):
-                raise Problem(
-                    422,
-                    "Invalid request",
-                    "report: exactly one part holding the report as JSON",
-                    field="report",
-                )
-            body = parse_report(parts[0].encode(), prefix="report")
-            blobs = await media.read_uploads(
-                form.getlist("files"),
-                field="files",
-                max_files=settings.max_media_files,
-                max_bytes=settings.max_media_bytes,
-            )
-        return body, blobs
-
-    @app.post(
-        "/v1/reports",
-        status_code=202,
-        response_model=Accepted,
-        tags=["reports"],
-        responses={
-            200: {"model": Accepted, "description": "idempotent replay of an accepted report"},
-            **problems(
-                401,
-                403,
-                409,
-                413,
-                415,
-                422,
-                429,
-                s409="idempotency key reused with another body",
-                s415="a body that is neither JSON nor multipart, or an unsupported file",
-            ),
-        },
-        openapi_extra={"requestBody": REPORT_REQUEST_BODY, "parameters": REPORT_HEADERS},
-    )
-    async def post_report(request: Request) -> Response:
-        """Accept a report (JSON, or multipart with photos/videos); a replay returns it.
-
-        A replay is a request with the same Idempotency-Key or client_report_id: answered
-        200 with the original report, or 409 when its body differs.
-        """
-        # headers are read here rather than declared: FastAPI's parameter machinery costs
-        # more CPU than the rest of the request (they are documented in REPORT_HEADERS)
-        headers = request.headers
-        caller = await authenticate_app(headers.get("x-api-key"))
-        caller.require("reports:write")
-        idempotency_key = headers.get("idempotency-key")
-        if idempotency_key is not None and not 1 <= len(idempotency_key) <= 200:
-            raise Problem(
-                422,
-                "Invalid request",
-                "Idempotency-Key: 1 to 200 characters",
-                field="Idempotency-Key",
-            )
-        content_type = headers.get("content-type", "application/json").lower()
-        mime = content_type.split(";", 1)[0].strip()
-        blobs: dict[str, bytes] = {}
-        if mime == "multipart/form-data":
-            body, blobs = await report_from_form(request)
-        elif mime == "application/json" or mime.endswith("+json"):
-            body = parse_report(await request.body())
-        else:
-            raise Problem(
-                415,
-                "Unsupported media type",
-                "send application/json, or multipart/form-data with a report part",
-                field="Content-Type",
-            )
-        try:
-            result = await submit_report(
-                body,
-                app_id=caller.app_id,
-                idempotency_key=idempotency_key,
-                ctx=ctx,
-                files=blobs,
-            )
-        except IdempotencyConflict as exc:
-            raise Problem(
-                409,
-                "Idempotency conflict",
-                "this idempotency key or client_report_id was used with a different body",
-                field="Idempotency-Key",
-                report_id=str(exc.report_id),
-            ) from exc
-        report_id = result.report["id"]
-        answer_headers = {"Location": f"/v1/reports/{report_id}"}
-        if not result.created:
-            answer_headers["Idempotent-Replayed"] = "true"
-        return JSONResponse(
-            _accepted(result.report),
-            status_code=202 if result.created else 200,
-            headers=answer_headers,
-        )
 
     @app.get("/v1/reports/{report_id}", tags=["reports"], responses=problems(401, 404, 422))
     async def get_report(report_id: uuid.UUID, conn: DbConn, member: MaybeStaff) -> dict[str, Any]:
@@ -751,39 +581,27 @@ def build_app(settings: IntakeSettings | None = None) -> FastAPI:
         conn: DbConn,
         files: Annotated[list[UploadFile], File(description="photos or videos")],
     ) -> dict[str, Any]:
-        """Attach photos/videos to a report the caller's app submitted (idempotent per file)."""
+        """Attach photos/videos to a report the caller's app submitted (idempotent per file).
+
+        The files new to the report are recorded on its timeline (``add_media``) and
+        announced with a report.media_added event; a replay of attached files records nothing.
+        """
         caller.require("reports:write")
-        report = await repository.get_report(conn, report_id=report_id)
-        if report is None or report["source_app"] != caller.app_id:
-            raise Problem(404, "Not found", f"no report {report_id}", field="report_id")
         blobs = await media.read_uploads(
             files,
             field="files",
             max_files=settings.max_media_files,
             max_bytes=settings.max_media_bytes,
         )
-        async with conn.transaction():
-            await repository.get_report(conn, report_id=report_id, for_update=True)
-            attached = await repository.media_shas_of(conn, report_id=report_id)
-            new = set(blobs) - attached
-            if len(attached) + len(new) > settings.max_media_files:
-                raise Problem(
-                    422,
-                    "Too many files",
-                    f"a report carries at most {settings.max_media_files} files "
-                    f"({len(attached)} already attached)",
-                    field="files",
+        try:
+            async with conn.transaction():
+                stored = await attach_media(
+                    conn, report_id=report_id, app_id=caller.app_id, files=blobs, ctx=ctx
                 )
-            stored = await media.store_all(blobs.values(), root=settings.media_dir, field="files")
-            for item in stored:
-                await repository.attach_media(
-                    conn,
-                    report_id=report_id,
-                    sha256=item.sha256,
-                    content_type=item.content_type,
-                    size=item.size,
-                    thumbnail_sha256=item.thumbnail_sha256,
-                )
+        except LookupError as exc:
+            raise Problem(404, "Not found", f"no report {report_id}", field="report_id") from exc
+        except InputError as exc:
+            raise Problem(exc.status, "Too many files", exc.message, field=exc.field) from exc
         return {
             "media": [
                 media_view(
@@ -851,32 +669,22 @@ def build_app(settings: IntakeSettings | None = None) -> FastAPI:
     return app
 
 
-def parse_report(raw: bytes, *, prefix: str = "") -> ReportIn:
-    """A submission from JSON bytes; 422 problem+json naming every field at fault."""
-    try:
-        return ReportIn.model_validate_json(raw)
-    except ValidationError as exc:
-        errors = []
-        for e in exc.errors():
-            path = ".".join(str(p) for p in e["loc"]) if e["type"] != "json_invalid" else ""
-            field = ".".join(p for p in (prefix, path) if p) or "body"
-            errors.append({"field": field, "message": e["msg"], "type": e["type"]})
-        raise Problem(
-            422,
-            "Invalid request",
-            "; ".join(f"{e['field']}: {e['message']}" for e in errors),
-            field=errors[0]["field"],
-            errors=errors,
-        ) from exc
-
-
 def _document_bodies(app: FastAPI, *, action_path: str) -> None:
-    """Publish the bodies the routes parse by hand: the action union and ReportIn."""
-    generate = app.openapi
+    """Publish what FastAPI cannot see: POST /v1/reports (a plain ASGI endpoint) and the
+    bodies the routes parse by hand (the action union and ReportIn)."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            schema = generate()
+            schema = get_openapi(
+                title=app.title,
+                version=app.version,
+                openapi_version=app.openapi_version,
+                description=app.description,
+                routes=[documentation(), *app.routes],
+                tags=app.openapi_tags,
+                servers=app.servers,
+                separate_input_output_schemas=app.separate_input_output_schemas,
+            )
             components = schema["components"]["schemas"]
             body = ACTION_ADAPTER.json_schema(ref_template="#/components/schemas/{model}")
             components.update(body.pop("$defs", {}))

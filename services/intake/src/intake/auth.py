@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from intake.domain import Actor, Role
 from paht_common.db import ChannelListener
+from paht_common.problems import Problem
 
 STAFF_ROLES = {Role.COORDINATOR, Role.OFFICER, Role.LEADER, Role.SUPERVISOR}
 ALGORITHMS = ["RS256", "ES256"]
@@ -443,3 +444,29 @@ class ApiKeyCache:
     def invalidate(self) -> None:
         """Forget every cached key (after a create, rotate or revoke)."""
         self._entries.clear()
+
+
+@dataclass
+class AppAuthenticator:
+    """Upstream apps by ``X-API-Key``: the cached key, then its rate limit."""
+
+    keys: ApiKeyCache
+    limiter: RateLimiter = field(default_factory=RateLimiter)
+
+    async def authenticate(self, x_api_key: str | None) -> App:
+        """The caller; AuthError 401 for a missing or unknown key, Problem 429 over its rate."""
+        if not x_api_key:
+            raise AuthError(401, "X-API-Key header is required", field="X-API-Key")
+        caller = await self.keys.get(x_api_key)
+        if caller is None:
+            raise AuthError(401, "unknown, revoked or expired API key", field="X-API-Key")
+        wait = self.limiter.check(caller.key_id, caller.rate_per_minute)
+        if wait:
+            raise Problem(
+                429,
+                "Too many requests",
+                f"rate limit of {caller.rate_per_minute} requests per minute",
+                headers={"Retry-After": str(int(wait))},
+                field="X-API-Key",
+            )
+        return caller

@@ -45,8 +45,10 @@ from intake.settings import IntakeSettings
 from paht_common.clock import LOCAL_TZ, Clock
 from paht_common.db import Conn
 from paht_common.events import (
+    AddedMedia,
     Envelope,
     Payload,
+    ReportMediaAdded,
     ReportRouted,
     ReportSubmitted,
     ReportTransitioned,
@@ -258,6 +260,7 @@ async def find_duplicates(
         since=now - timedelta(days=ctx.settings.duplicate_window_days),
     )
     radius = ctx.settings.duplicate_radius_m
+    max_dlat = radius / 111_000.0  # a degree of latitude is never shorter than 110.5 km
     points = [(i, bodies[i].location.lat or 0.0, bodies[i].location.lon or 0.0) for i, _ in asked]
     retries: dict[int, bool] = {}
     for (i, lat, lon), rows in zip(points, found, strict=True):
@@ -265,8 +268,8 @@ async def find_duplicates(
         for j, other_lat, other_lon in points:
             if j >= i or len(result[i]) >= MAX_DUPLICATE_HINTS:
                 break
-            if bodies[j].category != bodies[i].category:
-                continue
+            if abs(lat - other_lat) > max_dlat or bodies[j].category != bodies[i].category:
+                continue  # the cheap tests first: a big batch compares every earlier item
             if haversine_m(lat, lon, other_lat, other_lon) > radius:
                 continue
             if j not in retries:  # rare: only for close pairs inside one batch
@@ -529,6 +532,89 @@ def _replayed(report: dict[str, Any], fingerprint: bytes) -> SubmitResult:
     return SubmitResult(report=report, created=False)
 
 
+async def attach_media(
+    conn: Conn,
+    *,
+    report_id: uuid.UUID,
+    app_id: str,
+    files: Mapping[str, bytes],
+    ctx: IntakeContext,
+    field: str = "files",
+) -> list[StoredMedia]:
+    """Attach checked files to a report ``app_id`` submitted; call inside a transaction.
+
+    ``files`` are by SHA-256, as ``media.read_uploads`` gives them. A file already attached
+    is attached once (idempotent); the files new to the report get one ``add_media``
+    timeline row and one ReportMediaAdded event, nothing when every file was attached
+    before. Files are stored only once the checks pass. Raises LookupError when the report
+    is unknown or another app's, and InputError 422 naming ``field`` when the report would
+    carry more than ``INTAKE_MAX_MEDIA_FILES`` files. Returns every file of the request.
+    """
+    report = await repository.get_report(conn, report_id=report_id, for_update=True)
+    if report is None or report["source_app"] != app_id:
+        raise LookupError(str(report_id))
+    limit = ctx.settings.max_media_files
+    attached = await repository.media_shas_of(conn, report_id=report_id)
+    new = [sha for sha in files if sha not in attached]
+    if len(attached) + len(new) > limit:
+        raise InputError(
+            422, field, f"a report carries at most {limit} files ({len(attached)} already attached)"
+        )
+    stored = await media.store_all(files.values(), root=ctx.settings.media_dir, field=field)
+    for item in stored:
+        await repository.attach_media(
+            conn,
+            report_id=report_id,
+            sha256=item.sha256,
+            content_type=item.content_type,
+            size=item.size,
+            thumbnail_sha256=item.thumbnail_sha256,
+        )
+    added = [item for item in stored if item.sha256 not in attached]
+    if added:
+        await _record_media_added(conn, report, added=added, app_id=app_id, ctx=ctx)
+    return stored
+
+
+async def _record_media_added(
+    conn: Conn,
+    report: dict[str, Any],
+    *,
+    added: Sequence[StoredMedia],
+    app_id: str,
+    ctx: IntakeContext,
+) -> None:
+    """The timeline row and the ReportMediaAdded event of an attachment (state unchanged)."""
+    now = ctx.clock.now()
+    envelope = new_envelope(
+        ReportMediaAdded(
+            report_id=report["id"],
+            number=report["number"],
+            count=len(added),
+            media=[AddedMedia(sha256=m.sha256, content_type=m.content_type) for m in added],
+            added_at=now,
+        ),
+        source=SOURCE,
+        province=ctx.settings.province_code,
+        occurred_at=now,
+    )
+    await repository.append_timeline(
+        conn,
+        report_id=report["id"],
+        event_id=envelope.event_id,
+        at=now,
+        actor_role=Role.REPORTER.value,
+        actor_subject=f"app:{app_id}",
+        actor_agency_id=None,
+        action="add_media",
+        from_state=report["state"],
+        to_state=report["state"],
+        reason=None,
+        details={"media": len(added), "sha256": [m.sha256 for m in added]},
+    )
+    await add_to_outbox(conn, REPORT_EVENTS, envelope)
+
+
 def snapshot_of(report: dict[str, Any]) -> ReportSnapshot:
     """The state machine's view of a stored report."""
     return ReportSnapshot(
@@ -561,14 +647,16 @@ async def assigned_agency(
     the agency is unknown. Changing an agency's flag later does not touch the reports it
     already holds: a report in IN_PROGRESS keeps the rule its officer started under (a
     report already in PENDING_APPROVAL is still approved or sent back by the leader), and
-    it takes the new rule only if it is assigned again. The name is ``agency_name`` when
-    the caller knows it (routing), else the directory's, else the id itself.
+    it takes the new rule only if it is assigned again. The name is the directory's when an
+    admin set it, else ``agency_name`` when the caller knows it (routing), else the
+    directory's, else the id itself.
     """
     known = await repository.agency(conn, agency_id=agency_id)
     if known is None:
         return AssignedAgency(name=agency_name or agency_id, requires_leader_approval=False)
+    name = known["name"] if known["name_source"] == "admin" else agency_name or known["name"]
     return AssignedAgency(
-        name=agency_name or known["name"] or agency_id,
+        name=name or agency_id,
         requires_leader_approval=known["requires_leader_approval"],
     )
 
@@ -729,7 +817,8 @@ async def handle_external_event(
 ) -> None:
     """Keep the report view current from routing and SLA events (inside the transaction).
 
-    A ReportRouted also records the agency's name in the directory, in the same transaction.
+    A ReportRouted also records the agency's name in the directory, in the same transaction,
+    unless an admin named the agency.
     """
     p = envelope.payload
     if isinstance(p, ReportRouted):
@@ -757,7 +846,7 @@ async def _on_routed(
     from intake.domain import DomainError
 
     action = AssignAction(agency_id=routed.agency_id)
-    # routing owns agency names: learn this one even if the assignment below is not applied
+    # learn routing's name even if the assignment below is not applied (an admin's name stays)
     name = unicodedata.normalize("NFC", routed.agency_name).strip() or None
     if name is not None:
         await repository.learn_agency_name(conn, agency_id=action.agency_id, name=name)

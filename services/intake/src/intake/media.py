@@ -204,13 +204,15 @@ async def multipart_form(
         form = await request.form(
             max_files=max_files, max_fields=max_fields, max_part_size=max_part_size
         )
-    except HTTPException as exc:  # Starlette's 400 for a form over its limits
-        if exc.status_code == 413:  # the body limit, raised while it was read
-            raise
-        if "files" in str(exc.detail):
-            raise UploadError(422, "files", str(exc.detail)) from exc
-        raise UploadError(400, "body", f"malformed multipart body: {exc.detail}") from exc
-    except (MultiPartException, ValueError) as exc:
+    except (HTTPException, MultiPartException) as exc:
+        # Starlette raises a form over its limits as a 400 inside an app, bare outside one
+        if isinstance(exc, HTTPException) and exc.status_code == 413:
+            raise  # the body limit, raised while it was read
+        detail = str(exc.detail) if isinstance(exc, HTTPException) else exc.message
+        if "files" in detail:
+            raise UploadError(422, "files", detail) from exc
+        raise UploadError(400, "body", f"malformed multipart body: {detail}") from exc
+    except ValueError as exc:
         raise UploadError(400, "body", f"malformed multipart body: {exc}") from exc
     try:
         yield form

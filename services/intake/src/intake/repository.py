@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+
+from pydantic_core import to_json
 
 from paht_common.db import Conn
 
@@ -137,17 +138,18 @@ async def upsert_category(
 
 # --- agencies ---------------------------------------------------------------------------
 
-_AGENCY_COLUMNS = "id, name, requires_leader_approval, updated_at"
+_AGENCY_COLUMNS = "id, name, name_source, requires_leader_approval, updated_at"
 AGENCIES = f"SELECT {_AGENCY_COLUMNS} FROM agencies ORDER BY id"
 AGENCY = f"SELECT {_AGENCY_COLUMNS} FROM agencies WHERE id = $1"
 LEARN_AGENCY_NAME = """
 INSERT INTO agencies (id, name) VALUES ($1, $2)
 ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, updated_at = now()
-WHERE agencies.name IS DISTINCT FROM EXCLUDED.name
+WHERE agencies.name_source = 'routing' AND agencies.name IS DISTINCT FROM EXCLUDED.name
 """
 PUT_AGENCY = f"""
-INSERT INTO agencies (id, name, requires_leader_approval) VALUES ($1, $2, $3)
-ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name,
+INSERT INTO agencies (id, name, name_source, requires_leader_approval)
+VALUES ($1, $2, 'admin', $3)
+ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, name_source = 'admin',
     requires_leader_approval = EXCLUDED.requires_leader_approval, updated_at = now()
 RETURNING {_AGENCY_COLUMNS}
 """
@@ -175,14 +177,18 @@ async def agency(conn: Conn, *, agency_id: str) -> dict[str, Any] | None:
 
 
 async def learn_agency_name(conn: Conn, *, agency_id: str, name: str) -> None:
-    """Record the agency's name (NFC) as routing states it; the approval flag is untouched."""
+    """Record the agency's name (NFC) as routing states it, unless an admin named it; the
+    approval flag is untouched."""
     await conn.execute(LEARN_AGENCY_NAME, agency_id, name)
 
 
 async def put_agency(
     conn: Conn, *, agency_id: str, name: str | None, requires_leader_approval: bool
 ) -> dict[str, Any] | None:
-    """Create or update an agency; without ``name`` only an existing one (else None)."""
+    """Create or update an agency; without ``name`` only an existing one (else None).
+
+    A name given here is the admin's: routing no longer renames the agency.
+    """
     if name is None:
         row = await conn.fetchrow(SET_AGENCY_APPROVAL, agency_id, requires_leader_approval)
     else:
@@ -359,7 +365,7 @@ async def insert_submissions(
     for report in reports:
         for column, name in zip(columns, _SUBMISSION_COLUMNS, strict=True):
             value = report.values[name]
-            column.append(json.dumps(value, default=str) if name in _JSON_COLUMNS else value)
+            column.append(to_json(value).decode() if name in _JSON_COLUMNS else value)
         for position, item in enumerate(report.media, start=1):
             for column, value in zip(media_columns, item, strict=True):
                 column.append(value)
