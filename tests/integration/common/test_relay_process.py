@@ -8,13 +8,12 @@ import os
 import signal
 import sys
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
 import pytest
 
-from paht_common.events import ReportSubmitted, new_envelope
+from paht_common.events import new_envelope
 from paht_common.kafka import decode
 from paht_common.outbox import add_to_outbox
 from paht_common.runtime import Runtime, run_relay
@@ -22,29 +21,14 @@ from paht_common.settings import BaseServiceSettings
 from paht_common.testing import random_id
 from paht_devenv.kafka import create_topics
 
-from .test_outbox_inbox import _read_all
+from .test_outbox_inbox import _read_all, _submitted
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[3]
 
 
-def _event(n: int) -> ReportSubmitted:
-    return ReportSubmitted(
-        report_id=uuid.uuid4(),
-        number=f"BN-2026-{n:06d}",
-        category="INFRA.ROAD",
-        commune_code=None,
-        lat=None,
-        lon=None,
-        channel="app",
-        urgency="normal",
-        source_app="t",
-        submitted_at=datetime(2026, 11, 28, tzinfo=UTC),
-    )
-
-
 async def _queue(pool: asyncpg.Pool, topic: str, count: int) -> list[uuid.UUID]:
-    envelopes = [new_envelope(_event(i), source="/t", province="bn") for i in range(count)]
+    envelopes = [new_envelope(_submitted(i), source="/t", province="bn") for i in range(count)]
     async with pool.acquire() as conn, conn.transaction():
         for envelope in envelopes:
             await add_to_outbox(conn, topic, envelope)

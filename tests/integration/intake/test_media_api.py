@@ -120,6 +120,12 @@ async def test_another_apps_key_gets_404(intake):
     assert intake.problem(response, 404) == {"report_id"}
 
 
+async def test_unknown_report_is_404_even_when_the_file_is_bad(intake):
+    response = await upload(intake, str(uuid.uuid4()), ("x.png", b"not an image", "image/png"))
+
+    assert intake.problem(response, 404) == {"report_id"}
+
+
 async def test_upload_without_key_is_401(intake):
     report = await intake.submit()
 

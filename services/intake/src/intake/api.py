@@ -587,6 +587,10 @@ def build_app(settings: IntakeSettings | None = None) -> IntakeApp:
         announced with a report.media_added event; a replay of attached files records nothing.
         """
         caller.require("reports:write")
+        not_found = Problem(404, "Not found", f"no report {report_id}", field="report_id")
+        report = await repository.get_report(conn, report_id=report_id)
+        if report is None or report["source_app"] != caller.app_id:
+            raise not_found  # before the files are checked: 404 whatever they hold
         blobs = await media.read_uploads(
             files,
             field="files",
@@ -599,7 +603,7 @@ def build_app(settings: IntakeSettings | None = None) -> IntakeApp:
                     conn, report_id=report_id, app_id=caller.app_id, files=blobs, ctx=ctx
                 )
         except LookupError as exc:
-            raise Problem(404, "Not found", f"no report {report_id}", field="report_id") from exc
+            raise not_found from exc
         except InputError as exc:
             raise Problem(exc.status, "Too many files", exc.message, field=exc.field) from exc
         return {
