@@ -218,3 +218,18 @@ async def test_failing_handler_commits_nothing_and_goes_to_the_dead_letter_topic
 
 def test_common_migrations_ship_with_the_package() -> None:
     assert (Path(str(COMMON_MIGRATIONS)) / "0001_outbox_inbox.sql").exists()
+
+
+async def test_relay_stops_when_cancelled_at_the_moment_it_is_woken(
+    pool: asyncpg.Pool, producer: AIOKafkaProducer
+) -> None:
+    relay = OutboxRelay(pool, producer, service="test", poll_interval=30.0)
+    task = asyncio.create_task(relay.run())
+    await asyncio.sleep(0.5)  # idle, waiting to be woken
+
+    relay._wake.set()  # a NOTIFY and a shutdown in the same instant
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=10)
+
+    assert task in done  # on Python 3.11, wait_for would return the wake-up and loop on
+    assert task.cancelled()

@@ -336,6 +336,29 @@ async def test_listens_again_after_losing_its_listener_connection(
     assert receiver.at(url)[0].at - queued_at < 1.0
 
 
+async def test_dispatcher_stops_when_cancelled_at_the_moment_it_is_woken(
+    pool: asyncpg.Pool, http: httpx.AsyncClient
+) -> None:
+    channel = WebhookChannel(http, timeout=5.0, allow_private=True, clock=SystemClock())
+    dispatcher = Dispatcher(
+        pool,
+        {"webhook": channel},
+        policy=FAST_RETRIES,
+        lease_seconds=10,
+        poll_interval=30.0,
+        shutdown_grace=0,
+    )
+    task = asyncio.create_task(dispatcher.run())
+    await asyncio.sleep(0.5)  # idle, waiting to be woken
+
+    dispatcher._wake.set()  # a NOTIFY and a shutdown in the same instant
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=10)
+
+    assert task in done  # on Python 3.11, wait_for would return the wake-up and loop on
+    assert task.cancelled()
+
+
 async def test_retries_after_a_503_then_succeeds(
     pool: asyncpg.Pool, receiver: Receiver, start_dispatcher: DispatcherFactory
 ) -> None:

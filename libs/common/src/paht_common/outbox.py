@@ -107,8 +107,9 @@ class OutboxRelay:
                 if sent >= self._batch_size:
                     continue
                 self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._poll_interval)
+                with contextlib.suppress(TimeoutError):  # not wait_for: see notify's dispatcher
+                    async with asyncio.timeout(self._poll_interval):
+                        await self._wake.wait()
         finally:
             await self._listener.stop()
 

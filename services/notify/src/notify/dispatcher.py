@@ -103,8 +103,11 @@ class Dispatcher:
                 self._wake.clear()
                 wait = await self.dispatch_once()
                 if wait > 0:
+                    # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+                    # cancellation that coincides with the wake-up, and the loop runs on
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), wait)
+                        async with asyncio.timeout(wait):
+                            await self._wake.wait()
         finally:
             await self._drain()
             await self._listener.stop()
