@@ -227,6 +227,24 @@ async def test_attaching_media_adds_one_timeline_row_and_one_media_added_event(i
     assert "Nguyễn" not in envelope.model_dump_json()  # no reporter identity
 
 
+async def test_attaching_media_updates_the_report_but_a_replay_does_not(intake):
+    report = await intake.submit()
+    staff = intake.staff("coordinator")
+
+    async def updated_at() -> str:
+        return (await intake.client.get(f"/v1/reports/{report['id']}", headers=staff)).json()[
+            "updated_at"
+        ]
+
+    submitted = await updated_at()
+    await upload(intake, report["id"], ("p.png", png(), "image/png"))
+    after_upload = await updated_at()
+    await upload(intake, report["id"], ("p.png", png(), "image/png"))  # the same file again
+
+    assert after_upload > submitted
+    assert await updated_at() == after_upload
+
+
 async def test_media_on_a_report_in_progress_keeps_its_state_on_the_timeline(intake):
     report = await intake.submit()
     screened = await intake.act(report["id"], intake.staff("coordinator"), "screen")

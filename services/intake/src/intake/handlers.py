@@ -612,6 +612,7 @@ async def _record_media_added(
         reason=None,
         details={"media": len(added), "sha256": [m.sha256 for m in added]},
     )
+    await repository.touch_report(conn, report_id=report["id"], at=now)  # updated_after sees it
     await add_to_outbox(conn, REPORT_EVENTS, envelope)
 
 

@@ -517,6 +517,7 @@ WHERE id = $1 AND sla_version <= $6
 SET_OVERDUE = (
     "UPDATE reports SET overdue = true, updated_at = greatest(updated_at, $2) WHERE id = $1"
 )
+TOUCH_REPORT = "UPDATE reports SET updated_at = greatest(updated_at, $2) WHERE id = $1"
 
 
 async def update_sla(
@@ -539,6 +540,11 @@ async def update_sla(
 async def set_overdue(conn: Conn, *, report_id: uuid.UUID, at: datetime) -> None:
     """Flag a report as overdue (a flag, not a state)."""
     await conn.execute(SET_OVERDUE, report_id, at)
+
+
+async def touch_report(conn: Conn, *, report_id: uuid.UUID, at: datetime) -> None:
+    """Record that the report changed at ``at`` without a transition (media added)."""
+    await conn.execute(TOUCH_REPORT, report_id, at)
 
 
 def list_query(filters: dict[str, Any], *, limit: int) -> tuple[str, list[Any]]:
