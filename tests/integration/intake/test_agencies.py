@@ -16,9 +16,9 @@ from intake import seed
 from intake.handlers import IntakeContext, handle_external_event
 from paht_common.clock import SystemClock, utcnow
 from paht_common.events import ReportRouted, new_envelope
-from paht_common.kafka import encode, header_list, key_bytes, make_producer
 from paht_common.testing import random_id
 from paht_common.topics import ROUTING_EVENTS
+from paht_devenv.kafka import publish_event
 
 pytestmark = pytest.mark.integration
 
@@ -198,18 +198,8 @@ async def test_admin_renaming_a_routed_agency_takes_the_name_over(intake):
 async def test_routed_event_on_kafka_names_the_agency(intake):
     agency_id = random_id("ubnd-")
     report = await intake.submit()
-    message = encode(routed(report, agency_id=agency_id, agency_name=KINH_BAC))
-    producer = make_producer(intake.settings.kafka_bootstrap, client_id=random_id("test-"))
-    await producer.start()
-    try:
-        await producer.send_and_wait(
-            ROUTING_EVENTS,
-            value=message.value,
-            key=key_bytes(message),
-            headers=header_list(message),
-        )
-    finally:
-        await producer.stop()
+    event = routed(report, agency_id=agency_id, agency_name=KINH_BAC)
+    await publish_event(intake.settings.kafka_bootstrap, ROUTING_EVENTS, event)
 
     view = await staff_view(intake, report["id"])
     for _ in range(600):  # bounded wait for the consumer to join its group and handle it

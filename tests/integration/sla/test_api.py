@@ -19,9 +19,9 @@ import httpx
 import pytest
 
 from paht_common.events import ReportRouted, new_envelope
-from paht_common.kafka import encode, header_list, key_bytes, make_producer
 from paht_common.testing import random_id
 from paht_common.topics import ROUTING_EVENTS
+from paht_devenv.kafka import publish_event
 from sla.api import build_app
 from sla.calendar import TZ
 from sla.settings import SlaSettings
@@ -236,18 +236,7 @@ async def test_routed_event_on_kafka_becomes_clocks_served_by_the_api(
         source="/routing",
         province="bn",
     )
-    message = encode(event)
-    producer = make_producer(kafka_bootstrap, client_id=random_id("test-"))
-    await producer.start()
-    try:
-        await producer.send_and_wait(
-            ROUTING_EVENTS,
-            value=message.value,
-            key=key_bytes(message),
-            headers=header_list(message),
-        )
-    finally:
-        await producer.stop()
+    await publish_event(kafka_bootstrap, ROUTING_EVENTS, event)
 
     response = await api.get(f"/v1/sla/{rid}")
     for _ in range(600):  # bounded wait for the worker to join its group and handle the event

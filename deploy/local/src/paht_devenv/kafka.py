@@ -10,10 +10,13 @@ import subprocess
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from paht_common.events import Envelope
+from paht_common.kafka import encode, header_list, key_bytes, make_producer
 from paht_common.topics import ALL_TOPICS, DEFAULT_PARTITIONS
 from paht_devenv.procs import ManagedProcess, StartupError, port_open, wait_until
 
@@ -171,6 +174,19 @@ class KafkaBroker:
     def stop(self) -> None:
         """Stop the broker (SIGTERM for a clean shutdown)."""
         self.process().stop(timeout=30)
+
+
+async def publish_event(bootstrap: str, topic: str, envelope: Envelope[Any]) -> None:
+    """Send one event as a service's relay would (binary-mode CloudEvent), and wait for it."""
+    message = encode(envelope)
+    producer = make_producer(bootstrap, client_id=f"publish-{uuid.uuid4().hex[:8]}")
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            topic, value=message.value, key=key_bytes(message), headers=header_list(message)
+        )
+    finally:
+        await producer.stop()
 
 
 async def create_topics(
