@@ -217,6 +217,28 @@ async def test_key_without_reports_write_scope_is_403(intake):
     assert await intake.count("reports") == 0
 
 
+async def test_a_key_has_one_rate_budget_across_v1_and_open311(intake):
+    _, key = await intake.new_key(rate=2)
+
+    first = await intake.client.post("/v1/reports", json=intake.body(), headers={"X-API-Key": key})
+    second = await intake.client.post("/v1/reports", json=intake.body(), headers={"X-API-Key": key})
+    body = intake.body()
+    open311 = await intake.client.post(
+        "/open311/v2/requests.json",
+        data={
+            "api_key": key,
+            "service_code": body["category"],
+            "lat": body["location"]["lat"],
+            "long": body["location"]["lon"],
+            "description": body["description"],
+        },
+    )
+
+    assert (first.status_code, second.status_code) == (202, 202)
+    assert open311.status_code == 429
+    assert int(open311.headers["retry-after"]) >= 1
+
+
 async def test_key_over_its_rate_answers_429_with_retry_after(intake):
     _, key = await intake.new_key(rate=2)
     headers = {"X-API-Key": key}

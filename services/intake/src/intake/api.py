@@ -667,7 +667,7 @@ def build_app(settings: IntakeSettings | None = None) -> IntakeApp:
         """The category catalogue (service codes)."""
         return await repository.categories(conn)
 
-    app.include_router(open311_router(ctx, keys))
+    app.include_router(open311_router(ctx, apps))
     app.include_router(admin_router(settings, keys.invalidate))
     _document_bodies(app, action_path="/v1/reports/{report_id}/actions")
     return app

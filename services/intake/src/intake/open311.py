@@ -35,7 +35,7 @@ from pydantic import ValidationError
 from starlette.routing import Match
 
 from intake import media, repository
-from intake.auth import ApiKeyCache, RateLimiter
+from intake.auth import AppAuthenticator
 from intake.domain import (
     CLOSED_FOR_OPEN311,
     REJECT_REASON_LABELS_VI,
@@ -856,11 +856,11 @@ _LIST_DOC: dict[str, Any] = {
 }
 
 
-def open311_router(ctx: IntakeContext, keys: ApiKeyCache) -> APIRouter:
-    """Router mounted under /open311/v2; ``keys`` is the app's API key cache."""
+def open311_router(ctx: IntakeContext, apps: AppAuthenticator) -> APIRouter:
+    """Router mounted under /open311/v2; ``apps`` holds the app's API key cache and the
+    per-key rate limit it shares with /v1 (one budget per key across both APIs)."""
     router = APIRouter(prefix=PREFIX, tags=["open311"], route_class=Open311Route)
     settings = ctx.settings
-    limiter = RateLimiter()
 
     def query_params(request: Request) -> Params:
         params = Params(request.query_params.multi_items())
@@ -963,12 +963,12 @@ def open311_router(ctx: IntakeContext, keys: ApiKeyCache) -> APIRouter:
         api_key = params.one("api_key")
         if api_key is None:
             raise Open311Error(403, [("api_key", "api_key: is required to create a request")])
-        caller = await keys.get(api_key)
+        caller = await apps.keys.get(api_key)
         if caller is None:
             raise Open311Error(403, [("api_key", "api_key: unknown, revoked or expired")])
         if WRITE_SCOPE not in caller.scopes:
             raise Open311Error(403, [("api_key", f"api_key: lacks scope {WRITE_SCOPE}")])
-        wait = limiter.check(caller.key_id, caller.rate_per_minute)
+        wait = apps.limiter.check(caller.key_id, caller.rate_per_minute)
         if wait:
             raise Open311Error(
                 429,
