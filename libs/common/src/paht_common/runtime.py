@@ -63,23 +63,13 @@ async def run_relay(*, service: str, settings: BaseServiceSettings, migrations: 
     Any number of relays may run beside the API workers: each claims rows with ``FOR UPDATE
     SKIP LOCKED``, and a relay killed mid-batch leaves its rows for the next claim.
     """
-    pool = await connect_with_retry(settings)
-    try:
-        async with pool.acquire() as conn:
-            await apply_migrations(conn, migrations)
-        producer = make_producer(settings.kafka_bootstrap, client_id=f"{service}-relay")
-        await producer.start()
-        try:
-            relay = asyncio.create_task(OutboxRelay(pool, producer, service=service).run())
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, relay.cancel)
-            with contextlib.suppress(asyncio.CancelledError):
-                await relay
-        finally:
-            await producer.stop()
-    finally:
-        await pool.close()
+    relaying = settings.model_copy(update={"outbox_relay": True})  # whatever the workers say
+    async with Runtime(service=service, settings=relaying, migrations=migrations):
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
 
 
 class Runtime:
