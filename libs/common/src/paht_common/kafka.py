@@ -135,7 +135,7 @@ def make_consumer(
     topics: Sequence[str],
     session_timeout_ms: int = 10_000,
     heartbeat_interval_ms: int = 1_000,
-    fetch_max_wait_ms: int = 50,
+    fetch_max_wait_ms: int = 500,
 ) -> AIOKafkaConsumer:
     """Consumer that never auto-commits: offsets are committed after the database commit."""
     return AIOKafkaConsumer(
