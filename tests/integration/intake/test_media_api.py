@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import os
@@ -319,6 +320,35 @@ async def test_refused_uploads_write_nothing(intake_with):
         assert not media.path_of(
             intake.settings.media_dir, hashlib.sha256(png((3, 3, 3))).hexdigest()
         ).exists()
+
+
+async def test_files_are_stored_before_the_report_row_is_locked(intake, monkeypatch):
+    report = await intake.submit()
+    storing, release = asyncio.Event(), asyncio.Event()
+    store_all = media.store_all
+
+    async def slow_store_all(*args, **kwargs):
+        storing.set()
+        await release.wait()
+        return await store_all(*args, **kwargs)
+
+    monkeypatch.setattr(media, "store_all", slow_store_all)
+    uploading = asyncio.create_task(
+        upload(intake, report["id"], ("a.png", png((4, 4, 4)), "image/png"))
+    )
+    await asyncio.wait_for(storing.wait(), timeout=10)
+    try:  # a staff action locks the row while the thumbnails are being made
+        async with intake.pool.acquire() as conn, conn.transaction():
+            locked = await conn.fetchval(
+                "SELECT id FROM reports WHERE id = $1 FOR UPDATE NOWAIT", uuid.UUID(report["id"])
+            )
+    finally:
+        release.set()
+    response = await uploading
+
+    assert locked == uuid.UUID(report["id"])
+    assert response.status_code == 201, response.text
+    assert len(await timeline_rows(intake, report["id"])) == 2
 
 
 # --- orphaned files ------------------------------------------------------------------------

@@ -550,17 +550,13 @@ async def attach_media(
     is unknown or another app's, and InputError 422 naming ``field`` when the report would
     carry more than ``INTAKE_MAX_MEDIA_FILES`` files. Returns every file of the request.
     """
-    report = await repository.get_report(conn, report_id=report_id, for_update=True)
-    if report is None or report["source_app"] != app_id:
-        raise LookupError(str(report_id))
-    limit = ctx.settings.max_media_files
-    attached = await repository.media_shas_of(conn, report_id=report_id)
-    new = [sha for sha in files if sha not in attached]
-    if len(attached) + len(new) > limit:
-        raise InputError(
-            422, field, f"a report carries at most {limit} files ({len(attached)} already attached)"
-        )
+    await _room_for(conn, report_id=report_id, app_id=app_id, files=files, ctx=ctx, field=field)
+    # thumbnails take a while: store before locking, so staff actions on the report do not
+    # wait for them (an attachment that then fails leaves files media GC removes)
     stored = await media.store_all(files.values(), root=ctx.settings.media_dir, field=field)
+    report, attached = await _room_for(  # again under the lock: a concurrent upload counts
+        conn, report_id=report_id, app_id=app_id, files=files, ctx=ctx, field=field, lock=True
+    )
     for item in stored:
         await repository.attach_media(
             conn,
@@ -574,6 +570,34 @@ async def attach_media(
     if added:
         await _record_media_added(conn, report, added=added, app_id=app_id, ctx=ctx)
     return stored
+
+
+async def _room_for(
+    conn: Conn,
+    *,
+    report_id: uuid.UUID,
+    app_id: str,
+    files: Mapping[str, bytes],
+    ctx: IntakeContext,
+    field: str,
+    lock: bool = False,
+) -> tuple[dict[str, Any], set[str]]:
+    """The report and the digests attached to it, once the files fit on it.
+
+    LookupError when the report is unknown or another app's; InputError 422 naming
+    ``field`` when the files new to it would exceed ``INTAKE_MAX_MEDIA_FILES``.
+    """
+    report = await repository.get_report(conn, report_id=report_id, for_update=lock)
+    if report is None or report["source_app"] != app_id:
+        raise LookupError(str(report_id))
+    limit = ctx.settings.max_media_files
+    attached = await repository.media_shas_of(conn, report_id=report_id)
+    new = [sha for sha in files if sha not in attached]
+    if len(attached) + len(new) > limit:
+        raise InputError(
+            422, field, f"a report carries at most {limit} files ({len(attached)} already attached)"
+        )
+    return report, attached
 
 
 async def _record_media_added(
