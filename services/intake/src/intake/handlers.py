@@ -420,6 +420,11 @@ async def write_submissions(
 
 _Waiting = tuple[Submission, "asyncio.Future[SubmitResult]"]
 
+WRITER_SESSION = "SET plan_cache_mode = force_generic_plan"
+"""The writer's two statements take arrays, for which PostgreSQL keeps planning a custom
+plan per batch; the generic plan is the same index scans, and halved the duplicate lookup
+(0.57 -> 0.29 ms for six reports). Pool release resets it."""
+
 
 class SubmissionWriter:
     """Group commit: concurrent submissions are written together, one statement per batch.
@@ -453,6 +458,7 @@ class SubmissionWriter:
             batch = [await self._queue.get()]
             try:
                 async with self._pool.acquire() as conn:
+                    await conn.execute(WRITER_SESSION)
                     while batch:
                         self._fill(batch)
                         await self._write(conn, batch)
