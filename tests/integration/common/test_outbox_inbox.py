@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
@@ -16,7 +16,7 @@ from paht_common.consumer import EventProcessor, producer_dead_letters, run_cons
 from paht_common.db import COMMON_MIGRATIONS, Conn, apply_migrations
 from paht_common.events import Envelope, Payload, ReportSubmitted, new_envelope
 from paht_common.kafka import RawRecord, decode, encode, make_consumer, make_producer
-from paht_common.outbox import OutboxRelay, add_to_outbox
+from paht_common.outbox import PURGE_PUBLISHED, OutboxRelay, add_to_outbox
 from paht_common.testing import random_id
 from paht_devenv.kafka import create_topics
 
@@ -233,3 +233,66 @@ async def test_relay_stops_when_cancelled_at_the_moment_it_is_woken(
 
     assert task in done  # on Python 3.11, wait_for would return the wake-up and loop on
     assert task.cancelled()
+
+
+async def _outbox_row(conn: Conn, *, published_ago: timedelta | None) -> int:
+    """An outbox row published that long ago (None: never), created three hours ago."""
+    row_id: int = await conn.fetchval(
+        "INSERT INTO outbox (event_id, topic, key, value, headers, created_at, published_at)"
+        " VALUES ($1, 't', NULL, 'v', '{}', now() - interval '3 hours', now() - $2::interval)"
+        " RETURNING id",
+        uuid.uuid4(),
+        published_ago,
+    )
+    return row_id
+
+
+async def test_purge_deletes_only_rows_published_before_the_retention(
+    pool: asyncpg.Pool, producer: AIOKafkaProducer
+) -> None:
+    relay = OutboxRelay(pool, producer, service="t", retention_seconds=3600)
+    async with pool.acquire() as conn:
+        await _outbox_row(conn, published_ago=timedelta(hours=2))
+        recent = await _outbox_row(conn, published_ago=timedelta(minutes=10))
+        never = await _outbox_row(conn, published_ago=None)
+
+    purged = await relay.purge_published()
+
+    async with pool.acquire() as conn:
+        left = {r["id"] for r in await conn.fetch("SELECT id FROM outbox")}
+    assert purged == 1
+    assert left == {recent, never}
+
+
+async def test_purge_works_through_a_backlog_in_chunks(
+    pool: asyncpg.Pool, producer: AIOKafkaProducer
+) -> None:
+    relay = OutboxRelay(pool, producer, service="t", retention_seconds=60)
+    async with pool.acquire() as conn:
+        for _ in range(5):
+            await _outbox_row(conn, published_ago=timedelta(minutes=30))
+        kept = await _outbox_row(conn, published_ago=timedelta(seconds=10))
+
+    purged = await relay.purge_published(chunk=2)
+
+    async with pool.acquire() as conn:
+        left = [r["id"] for r in await conn.fetch("SELECT id FROM outbox")]
+    assert purged == 5
+    assert left == [kept]
+
+
+async def test_purge_reads_the_published_index_not_the_whole_outbox(pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as conn:
+        await conn.execute(
+            "INSERT INTO outbox (event_id, topic, value, headers, published_at)"
+            " SELECT gen_random_uuid(), 't', 'v', '{}', now() FROM generate_series(1, 20000)"
+        )
+        await conn.execute("ANALYZE outbox")
+        plan = "\n".join(
+            r[0]
+            for r in await conn.fetch(
+                "EXPLAIN (COSTS OFF) " + PURGE_PUBLISHED.replace("$1", "3600").replace("$2", "5000")
+            )
+        )
+    assert "outbox_published" in plan
+    assert "Seq Scan" not in plan

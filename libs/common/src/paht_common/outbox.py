@@ -47,8 +47,17 @@ FROM outbox WHERE published_at IS NULL
 """
 
 PURGE_PUBLISHED = """
-DELETE FROM outbox WHERE published_at < now() - make_interval(secs => $1)
+DELETE FROM outbox WHERE id IN (
+    SELECT id FROM outbox
+    WHERE published_at < now() - make_interval(secs => $1)
+    ORDER BY published_at
+    LIMIT $2
+)
 """
+PURGE_CHUNK = 5_000
+"""Rows one purge statement deletes at most: short transactions, bounded WAL bursts."""
+PURGE_CHUNKS = 20
+"""Statements one purge runs at most; what is left waits for the next purge."""
 
 
 def outbox_record(envelope: Envelope[Any]) -> tuple[bytes | None, bytes, dict[str, str]]:
@@ -139,4 +148,19 @@ class OutboxRelay:
             if stats is not None:
                 OUTBOX_BACKLOG.labels(self._service).set(stats["n"])
                 OUTBOX_AGE.labels(self._service).set(float(stats["age"]))
-            await conn.execute(PURGE_PUBLISHED, self._retention)
+        await self.purge_published()
+
+    async def purge_published(self, *, chunk: int = PURGE_CHUNK) -> int:
+        """Delete rows published longer ago than the retention, oldest first, in chunks.
+
+        Returns how many went. Unpublished rows are never deleted, however old.
+        """
+        purged = 0
+        async with self._pool.acquire() as conn:
+            for _ in range(PURGE_CHUNKS):
+                status = await conn.execute(PURGE_PUBLISHED, self._retention, chunk)
+                deleted = int(status.rsplit(" ", 1)[-1])
+                purged += deleted
+                if deleted < chunk:
+                    break
+        return purged
