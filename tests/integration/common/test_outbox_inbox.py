@@ -15,8 +15,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from paht_common.consumer import EventProcessor, producer_dead_letters, run_consumer
 from paht_common.db import COMMON_MIGRATIONS, Conn, apply_migrations
 from paht_common.events import Envelope, Payload, ReportSubmitted, new_envelope
+from paht_common.inbox import claim, purge_handled
 from paht_common.kafka import RawRecord, decode, encode, make_consumer, make_producer
 from paht_common.outbox import PURGE_PUBLISHED, OutboxRelay, add_to_outbox
+from paht_common.runtime import Runtime
+from paht_common.settings import BaseServiceSettings
 from paht_common.testing import random_id
 from paht_devenv.kafka import create_topics
 
@@ -296,3 +299,70 @@ async def test_purge_reads_the_published_index_not_the_whole_outbox(pool: asyncp
         )
     assert "outbox_published" in plan
     assert "Seq Scan" not in plan
+
+
+async def _inbox_row(conn: Conn, consumer: str, handled_ago: timedelta) -> uuid.UUID:
+    event_id = uuid.uuid4()
+    await conn.execute(
+        "INSERT INTO inbox (consumer, event_id, handled_at) VALUES ($1, $2, now() - $3::interval)",
+        consumer,
+        event_id,
+        handled_ago,
+    )
+    return event_id
+
+
+async def _inbox(pool: asyncpg.Pool) -> set[tuple[str, uuid.UUID]]:
+    async with pool.acquire() as conn:
+        return {(r["consumer"], r["event_id"]) for r in await conn.fetch("SELECT * FROM inbox")}
+
+
+async def test_inbox_purge_forgets_only_events_handled_before_the_retention(
+    pool: asyncpg.Pool,
+) -> None:
+    async with pool.acquire() as conn:
+        for consumer in ("routing", "sla"):
+            for _ in range(3):
+                await _inbox_row(conn, consumer, timedelta(days=20))
+        recent = await _inbox_row(conn, "routing", timedelta(days=13))
+        old_event = await _inbox_row(conn, "sla", timedelta(days=15))
+        # the same event handled recently by another consumer stays remembered for it
+        await conn.execute(
+            "INSERT INTO inbox (consumer, event_id) VALUES ('routing', $1)", old_event
+        )
+
+    purged = await purge_handled(pool, retention_seconds=14 * 86_400, chunk=2)
+
+    assert purged == 7
+    assert await _inbox(pool) == {("routing", recent), ("routing", old_event)}
+    async with pool.acquire() as conn:  # a forgotten event is new again, a remembered one not
+        assert await claim(conn, consumer="sla", event_id=old_event)
+        assert not await claim(conn, consumer="routing", event_id=recent)
+
+
+async def test_a_consuming_runtime_purges_its_inbox(
+    fresh_database: str, kafka_bootstrap: str, pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    async with pool.acquire() as conn:
+        old = await _inbox_row(conn, "t", timedelta(days=2))
+        recent = await _inbox_row(conn, "t", timedelta(hours=1))
+    settings = BaseServiceSettings(
+        database_url=fresh_database,
+        kafka_bootstrap=kafka_bootstrap,
+        outbox_relay=False,
+        inbox_retention_days=1,
+    )
+
+    async with Runtime(service="t", settings=settings, migrations=tmp_path) as rt:
+        assert ("t", old) in await _inbox(pool)  # nothing purges before a consumer exists
+
+        async def ignore(conn: Conn, envelope: Envelope[Payload]) -> None:
+            return None
+
+        rt.processor("t", ignore)
+        for _ in range(200):
+            if ("t", old) not in await _inbox(pool):
+                break
+            await asyncio.sleep(0.05)
+
+    assert await _inbox(pool) == {("t", recent)}

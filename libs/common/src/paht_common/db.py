@@ -49,6 +49,31 @@ async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asy
     return pool
 
 
+PURGE_CHUNK = 5_000
+"""Rows one purge statement deletes at most: short transactions, bounded WAL bursts."""
+PURGE_CHUNKS = 20
+"""Statements one purge runs at most; what is left waits for the next purge."""
+
+
+async def delete_in_chunks(
+    pool: asyncpg.Pool, statement: str, *args: Any, chunk: int = PURGE_CHUNK
+) -> int:
+    """Run a chunked DELETE until it deletes fewer than ``chunk`` rows; how many went.
+
+    ``statement`` takes ``args`` and then the chunk size as its last parameter (its LIMIT).
+    Each chunk commits on its own, so a purge never holds locks or a snapshot for long.
+    """
+    deleted_total = 0
+    async with pool.acquire() as conn:
+        for _ in range(PURGE_CHUNKS):
+            status = await conn.execute(statement, *args, chunk)
+            deleted = int(status.rsplit(" ", 1)[-1])
+            deleted_total += deleted
+            if deleted < chunk:
+                break
+    return deleted_total
+
+
 def _migration_files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.iterdir() if p.suffix == ".sql")
 

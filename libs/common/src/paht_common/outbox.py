@@ -17,7 +17,7 @@ from typing import Any
 import asyncpg
 from aiokafka import AIOKafkaProducer
 
-from paht_common.db import ChannelListener, Conn
+from paht_common.db import PURGE_CHUNK, ChannelListener, Conn, delete_in_chunks
 from paht_common.events import Envelope
 from paht_common.kafka import encode
 from paht_common.metrics import OUTBOX_AGE, OUTBOX_BACKLOG, OUTBOX_FAILURES, OUTBOX_PUBLISHED
@@ -54,10 +54,6 @@ DELETE FROM outbox WHERE id IN (
     LIMIT $2
 )
 """
-PURGE_CHUNK = 5_000
-"""Rows one purge statement deletes at most: short transactions, bounded WAL bursts."""
-PURGE_CHUNKS = 20
-"""Statements one purge runs at most; what is left waits for the next purge."""
 
 
 def outbox_record(envelope: Envelope[Any]) -> tuple[bytes | None, bytes, dict[str, str]]:
@@ -155,12 +151,4 @@ class OutboxRelay:
 
         Returns how many went. Unpublished rows are never deleted, however old.
         """
-        purged = 0
-        async with self._pool.acquire() as conn:
-            for _ in range(PURGE_CHUNKS):
-                status = await conn.execute(PURGE_PUBLISHED, self._retention, chunk)
-                deleted = int(status.rsplit(" ", 1)[-1])
-                purged += deleted
-                if deleted < chunk:
-                    break
-        return purged
+        return await delete_in_chunks(self._pool, PURGE_PUBLISHED, self._retention, chunk=chunk)

@@ -22,6 +22,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from paht_common.consumer import EventProcessor, Handler, producer_dead_letters, run_consumer
 from paht_common.db import apply_migrations, create_pool
 from paht_common.http import ReadinessCheck, kafka_check, postgres_check
+from paht_common.inbox import purge_forever
 from paht_common.kafka import make_consumer, make_producer
 from paht_common.outbox import OutboxRelay
 from paht_common.settings import BaseServiceSettings
@@ -84,6 +85,7 @@ class Runtime:
         self._tasks: list[asyncio.Task[None]] = []
         self._consumers: list[AIOKafkaConsumer] = []
         self._stopping = False
+        self._inbox_purge = False
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -147,7 +149,22 @@ class Runtime:
         self._tasks.append(asyncio.create_task(guarded(), name=name))
 
     def processor(self, consumer: str, handler: Handler) -> EventProcessor:
-        """Idempotent processor for a handler, dead-lettering through the relay producer."""
+        """Idempotent processor for a handler, dead-lettering through the relay producer.
+
+        The first processor also starts the purge that keeps the inbox bounded.
+        """
+        if not self._inbox_purge:
+            self._inbox_purge = True
+            s = self.settings
+            retention = s.inbox_retention_days * 86_400
+            self.spawn(
+                "inbox-purge",
+                lambda: purge_forever(
+                    self.pool,
+                    retention_seconds=retention,
+                    interval_seconds=s.inbox_purge_interval_seconds,
+                ),
+            )
         return EventProcessor(
             consumer=consumer,
             pool=self.pool,
