@@ -6,6 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from intake.settings import IntakeSettings
+from paht_devenv.kafka import LOG_RETENTION_HOURS
 from sla.settings import SlaSettings
 
 
@@ -61,3 +62,16 @@ def test_service_settings_read_their_own_prefix(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("INTAKE_HTTP_PORT", "7777")
     assert SlaSettings().http_port == 9999
     assert IntakeSettings().http_port == 7777
+
+
+@pytest.mark.parametrize("days", ["0", "0.5", "-3"])
+def test_an_inbox_retention_under_a_day_is_refused(
+    monkeypatch: pytest.MonkeyPatch, days: str
+) -> None:
+    monkeypatch.setenv("SLA_INBOX_RETENTION_DAYS", days)
+    with pytest.raises(ValidationError, match="inbox_retention_days"):
+        SlaSettings()
+
+
+def test_inbox_retention_outlasts_the_brokers_record_retention_by_default() -> None:
+    assert SlaSettings().inbox_retention_days * 24 > LOG_RETENTION_HOURS

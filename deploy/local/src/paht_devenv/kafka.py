@@ -22,6 +22,9 @@ from paht_devenv.procs import ManagedProcess, StartupError, port_open, wait_unti
 
 POM = Path(__file__).resolve().parents[2] / "kafka" / "pom.xml"
 
+LOG_RETENTION_HOURS = 168
+"""How long the broker keeps records; consumers' inbox retention must outlast it."""
+
 LOG4J2 = """status = warn
 appender.console.type = Console
 appender.console.name = STDOUT
@@ -106,7 +109,7 @@ class KafkaBroker:
                     "group.initial.rebalance.delay.ms=0",
                     "num.partitions=3",
                     "auto.create.topics.enable=true",
-                    "log.retention.hours=168",
+                    f"log.retention.hours={LOG_RETENTION_HOURS}",
                     "",
                 ]
             )

@@ -38,11 +38,11 @@ class BaseServiceSettings(BaseSettings):
     that arrives answers the waiting fetch at once, so this costs no delivery latency; a
     short wait only makes an idle consumer poll: at 50 ms one idle consumer kept the broker
     at 11 % of a core, at 500 ms at 1.4 %."""
-    inbox_retention_days: float = 14.0
+    inbox_retention_days: float = Field(14.0, ge=1)
     """How long a consumer remembers the events it handled (its duplicate filter). Keep it
     above the retention of the topics it consumes (7 days here): a duplicate can only come
     from a record Kafka still holds."""
-    inbox_purge_interval_seconds: float = 600.0
+    inbox_purge_interval_seconds: float = Field(600.0, gt=0)
     outbox_relay: bool = True
     """Relay the outbox to Kafka inside this process; false when ``python -m <service>
     relay`` runs as a process of its own (several API workers, one relay)."""
