@@ -73,4 +73,5 @@ bench: bootstrap
 	$(PY) python bench/bench_calendar.py
 	$(PY) python bench/bench_sla.py --quick
 	$(PY) python bench/bench_intake.py
+	$(PY) python bench/bench_outbox_purge.py
 	$(PY) python bench/bench_e2e_latency.py
