@@ -20,7 +20,7 @@ from paht_common.kafka import RawRecord, decode, encode, make_consumer, make_pro
 from paht_common.outbox import PURGE_PUBLISHED, OutboxRelay, add_to_outbox
 from paht_common.runtime import Runtime
 from paht_common.settings import BaseServiceSettings
-from paht_common.testing import random_id
+from paht_common.testing import cancel_as_woken, random_id
 from paht_devenv.kafka import create_topics
 
 pytestmark = pytest.mark.integration
@@ -227,14 +227,10 @@ async def test_relay_stops_when_cancelled_at_the_moment_it_is_woken(
     pool: asyncpg.Pool, producer: AIOKafkaProducer
 ) -> None:
     relay = OutboxRelay(pool, producer, service="test", poll_interval=30.0)
-    task = asyncio.create_task(relay.run())
-    await asyncio.sleep(0.5)  # idle, waiting to be woken
 
-    relay._wake.set()  # a NOTIFY and a shutdown in the same instant
-    task.cancel()
-    done, _ = await asyncio.wait({task}, timeout=10)
+    task = await cancel_as_woken(relay.run, relay._wake)
 
-    assert task in done  # on Python 3.11, wait_for would return the wake-up and loop on
+    assert task.done()  # on Python 3.11, wait_for would return the wake-up and loop on
     assert task.cancelled()
 
 

@@ -34,7 +34,7 @@ from paht_common.clock import SystemClock
 from paht_common.db import apply_migrations, create_pool
 from paht_common.events import ClockView, Envelope, Payload, SlaClocksChanged, new_envelope
 from paht_common.kafka import encode, header_list, key_bytes
-from paht_common.testing import random_id
+from paht_common.testing import cancel_as_woken, random_id
 from paht_common.topics import SLA_EVENTS
 
 pytestmark = pytest.mark.integration
@@ -348,14 +348,10 @@ async def test_dispatcher_stops_when_cancelled_at_the_moment_it_is_woken(
         poll_interval=30.0,
         shutdown_grace=0,
     )
-    task = asyncio.create_task(dispatcher.run())
-    await asyncio.sleep(0.5)  # idle, waiting to be woken
 
-    dispatcher._wake.set()  # a NOTIFY and a shutdown in the same instant
-    task.cancel()
-    done, _ = await asyncio.wait({task}, timeout=10)
+    task = await cancel_as_woken(dispatcher.run, dispatcher._wake)
 
-    assert task in done  # on Python 3.11, wait_for would return the wake-up and loop on
+    assert task.done()  # on Python 3.11, wait_for would return the wake-up and loop on
     assert task.cancelled()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -123,6 +124,33 @@ def with_database(dsn: str, name: str) -> str:
     """The same DSN pointing at another database."""
     base, _, _ = dsn.rpartition("/")
     return f"{base}/{name}"
+
+
+class Wakeup:
+    """What a polling loop sleeps on between rounds: set by a NOTIFY (``ChannelListener``'s
+    ``on_notify``) or by the loop's own work, else the sleep ends after its timeout.
+
+    ``sleep`` waits under ``asyncio.timeout``, not ``wait_for``: on Python 3.11 wait_for can
+    swallow a cancellation that arrives in the same instant as the wake-up, and the loop
+    then runs on after its shutdown.
+    """
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def set(self) -> None:
+        """Wake the sleeper (or make its next sleep return at once)."""
+        self._event.set()
+
+    def clear(self) -> None:
+        """Forget earlier wake-ups; call before the round whose news the sleep waits for."""
+        self._event.clear()
+
+    async def sleep(self, seconds: float) -> None:
+        """Until woken, or ``seconds`` at most."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._event.wait()
 
 
 class ChannelListener:

@@ -17,7 +17,7 @@ from typing import Any
 import asyncpg
 from aiokafka import AIOKafkaProducer
 
-from paht_common.db import PURGE_CHUNK, ChannelListener, Conn, delete_in_chunks
+from paht_common.db import PURGE_CHUNK, ChannelListener, Conn, Wakeup, delete_in_chunks
 from paht_common.events import Envelope
 from paht_common.kafka import encode
 from paht_common.metrics import OUTBOX_AGE, OUTBOX_BACKLOG, OUTBOX_FAILURES, OUTBOX_PUBLISHED
@@ -89,7 +89,7 @@ class OutboxRelay:
         self._batch_size = batch_size
         self._poll_interval = poll_interval
         self._retention = retention_seconds
-        self._wake = asyncio.Event()
+        self._wake = Wakeup()
         self._listener = ChannelListener(pool, "outbox", self._wake.set)
 
     async def run(self) -> None:
@@ -112,9 +112,7 @@ class OutboxRelay:
                 if sent >= self._batch_size:
                     continue
                 self._wake.clear()
-                with contextlib.suppress(TimeoutError):  # not wait_for: see notify's dispatcher
-                    async with asyncio.timeout(self._poll_interval):
-                        await self._wake.wait()
+                await self._wake.sleep(self._poll_interval)
         finally:
             await self._listener.stop()
 

@@ -1,11 +1,15 @@
-"""Test helpers with no I/O: a settable clock and random identifiers."""
+"""Test helpers with no I/O: a settable clock, random identifiers, a loop's shutdown."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from collections.abc import Callable, Coroutine
 from datetime import datetime, timedelta
+from typing import Any
 
 from paht_common.clock import require_aware
+from paht_common.db import Wakeup
 
 
 class FakeClock:
@@ -30,3 +34,19 @@ class FakeClock:
 def random_id(prefix: str = "t") -> str:
     """Unique, readable id for isolating tests (topics, databases, agencies)."""
     return f"{prefix}{uuid.uuid4().hex[:12]}"
+
+
+async def cancel_as_woken(
+    run: Callable[[], Coroutine[Any, Any, None]], wake: Wakeup
+) -> asyncio.Task[None]:
+    """Start a polling loop, let it idle, then wake and cancel it in the same instant.
+
+    Returns the loop's task after at most 10 s: done and cancelled when the loop honours a
+    cancellation that coincides with a wake-up (a NOTIFY during shutdown).
+    """
+    task = asyncio.create_task(run())
+    await asyncio.sleep(0.5)  # idle, waiting to be woken
+    wake.set()
+    task.cancel()
+    await asyncio.wait({task}, timeout=10)
+    return task

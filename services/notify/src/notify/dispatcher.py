@@ -14,7 +14,6 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -31,7 +30,7 @@ from notify.handlers import record_attempt
 from notify.metrics import DELIVERIES, DELIVERY_SECONDS, PENDING
 from notify.settings import NotifySettings
 from paht_common.consumer import INFRASTRUCTURE_ERRORS
-from paht_common.db import ChannelListener
+from paht_common.db import ChannelListener, Wakeup
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +66,7 @@ class Dispatcher:
         self._per_subscription_limit = max_in_flight_per_subscription
         self._grace = shutdown_grace
         self._rng = rng or random.Random()
-        self._wake = asyncio.Event()
+        self._wake = Wakeup()
         self._tasks: set[asyncio.Task[None]] = set()
         self._in_flight: Counter[uuid.UUID] = Counter()
         # a lost listener wakes the loop, which listens again on a fresh connection
@@ -103,11 +102,7 @@ class Dispatcher:
                 self._wake.clear()
                 wait = await self.dispatch_once()
                 if wait > 0:
-                    # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
-                    # cancellation that coincides with the wake-up, and the loop runs on
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(wait):
-                            await self._wake.wait()
+                    await self._wake.sleep(wait)
         finally:
             await self._drain()
             await self._listener.stop()
