@@ -22,6 +22,9 @@ from paht_common.events import (
 )
 
 WEBHOOK = "webhook"
+WEB_PUSH = "web_push"
+EMAIL = "email"
+CHANNELS = (WEBHOOK, WEB_PUSH, EMAIL)
 
 REPORT_ASSIGNED = "report.assigned"
 SLA_WARNING = "sla.warning"
@@ -30,6 +33,9 @@ SLA_BREACHED = "sla.breached"
 SECRET_PREFIX = "whsec_"
 SECRET_MIN_BYTES = 24
 SECRET_MAX_BYTES = 64
+
+PushUrgency = Literal["very-low", "low", "normal", "high"]
+"""RFC 8030 Urgency of a Web Push message."""
 
 Verdict = Literal["delivered", "retry", "failed", "gone"]
 """What one attempt means: done, try again later, give up, or the endpoint is gone for good."""
@@ -59,7 +65,45 @@ class ClaimedDelivery:
     attempts: int
     """Attempts so far, this one included: the fencing token for recording its outcome."""
     url: str | None
+    """Webhook URL, or the push service endpoint of a Web Push subscription."""
     secret: str | None = field(repr=False)
+    """Standard Webhooks signing secret (webhook channel only)."""
+    p256dh: str | None = None
+    """Web Push: the browser's P-256 public key, base64url (RFC 8291 ``keys.p256dh``)."""
+    auth: str | None = field(default=None, repr=False)
+    """Web Push: the browser's 16-byte authentication secret, base64url (``keys.auth``)."""
+    email: str | None = None
+    """Email: the recipient address."""
+    urgency: PushUrgency = "normal"
+    topic: str | None = None
+    """Web Push ``Topic``: a newer message with the same topic replaces a pending one."""
+    ttl_seconds: int = 86_400
+    """Web Push ``TTL``: how long the push service keeps an undelivered message."""
+
+
+@dataclass(frozen=True)
+class EmailContent:
+    """What an email delivery's frozen ``body`` holds (as JSON): subject, plain text, HTML."""
+
+    subject: str
+    text: str
+    html: str
+
+    def to_body(self) -> str:
+        """The JSON stored as the delivery's body."""
+        return json.dumps(
+            {"subject": self.subject, "text": self.text, "html": self.html}, ensure_ascii=False
+        )
+
+    @classmethod
+    def from_body(cls, body: str) -> EmailContent:
+        """Parse a stored body; ValueError when it is not an email body."""
+        data = json.loads(body)
+        if not isinstance(data, dict) or not all(
+            isinstance(data.get(k), str) for k in ("subject", "text", "html")
+        ):
+            raise ValueError("not an email body: expected subject, text and html strings")
+        return cls(subject=data["subject"], text=data["text"], html=data["html"])
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Literal
+
 from pydantic import Field, model_validator
 
 from paht_common.settings import BaseServiceSettings, env_setting
@@ -38,10 +41,61 @@ class NotifySettings(BaseServiceSettings):
     max_in_flight_per_subscription: int = Field(4, ge=1)
     """Concurrent sends to one endpoint, so a slow endpoint cannot take every slot."""
     shutdown_grace_seconds: float = Field(5.0, ge=0)
-    webhook_allow_private: bool = True
-    """Allow webhook URLs on loopback/private/link-local addresses (development only: SSRF)."""
+    webhook_allow_private: bool = False
+    """Allow webhook and push targets on loopback and private ranges (local development and
+    tests only; production refuses to start with it). Link-local, multicast, unspecified and
+    cloud-metadata addresses are refused whatever this says."""
+    webhook_allow_http: bool = False
+    """Allow plain ``http`` webhook URLs (``https`` is always allowed)."""
     webhook_proxy_url: str | None = None
     """Egress proxy every webhook goes through (the SSRF control production should rely on)."""
+
+    admin_token: str = "dev-only-notify-admin-token"
+    """Bearer token that registers upstream apps' webhooks (and may manage any subscription)."""
+
+    vapid_private_key: str = ""
+    """VAPID (RFC 8292) P-256 private key, PEM; empty: the key in ``vapid_key_file``."""
+    vapid_key_file: Path = Path(".paht/vapid/private.pem")
+    """Development VAPID key, generated on first start when ``vapid_private_key`` is empty."""
+    vapid_subject: str = "mailto:paht-ops@localhost"
+    """VAPID ``sub`` claim: a contact for the push services (mailto: or https:)."""
+    push_ttl_seconds: int = Field(86_400, ge=0, le=2_419_200)
+    """Web Push ``TTL``: how long a push service keeps a message for an offline device."""
+    push_allow_http: bool = False
+    """Accept ``http`` push endpoints (a local push service in development and tests)."""
+
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = Field(1025, ge=1, le=65_535)
+    smtp_tls: Literal["none", "starttls", "tls"] = "none"
+    """none (local relay), starttls (submission port 587) or tls (implicit, port 465)."""
+    smtp_username: str = ""
+    smtp_password: str = Field("", repr=False)
+    smtp_timeout_seconds: float = Field(15.0, gt=0)
+    mail_from: str = "PAHT <no-reply@paht.localhost>"
+
+    workspace_url: str = "http://127.0.0.1:8084"
+    """Base URL of the agency workspace; pushes and emails link to reports there."""
+
+    breaker_threshold: int = Field(5, ge=1)
+    """Consecutive failed attempts after which an endpoint's circuit opens."""
+    breaker_probe_seconds: float = Field(300.0, gt=0)
+    """How long an open circuit waits before one probe attempt."""
+
+    def secret_fields(self) -> dict[str, str]:
+        """Secrets refused when they keep a development default in production."""
+        return {
+            "NOTIFY_ADMIN_TOKEN": self.admin_token,
+            "NOTIFY_VAPID_PRIVATE_KEY": (self.vapid_private_key),
+        }
+
+    @model_validator(mode="after")
+    def _no_private_targets_in_production(self) -> NotifySettings:
+        if self.env == "production" and self.webhook_allow_private:
+            raise ValueError(
+                "NOTIFY_WEBHOOK_ALLOW_PRIVATE must be off in production (server-side request "
+                "forgery); send through NOTIFY_WEBHOOK_PROXY_URL instead"
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_delivery_timing(self) -> NotifySettings:
