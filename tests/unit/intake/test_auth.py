@@ -175,7 +175,7 @@ def test_valid_token_gives_the_staff_member():
     staff = verifier(key).verify(token(key, role="officer", agency_id="ubnd-kinh-bac"))
 
     assert staff == Staff(subject="alice", role=Role.OFFICER, agency_id="ubnd-kinh-bac")
-    assert staff.actor() == Actor(Role.OFFICER, "alice", "ubnd-kinh-bac")
+    assert auth.actor_of(staff) == Actor(Role.OFFICER, "alice", "ubnd-kinh-bac")
 
 
 def test_token_signed_by_any_configured_key_is_accepted():

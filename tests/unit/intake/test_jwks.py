@@ -20,8 +20,8 @@ from pydantic import ValidationError
 
 from intake.auth import AuthError, JwksError, JwtVerifier, UnknownKeyId, parse_jwks
 from intake.domain import Role
-from intake.reference import staff_verifier
 from intake.settings import IntakeSettings
+from paht_common.staff_auth import staff_verifier
 
 ISSUER = "https://sso.bacninh.gov.vn"
 AUDIENCE = "paht"

@@ -106,6 +106,8 @@ def admin(settings: IntakeSettings, argv: list[str]) -> int:
     token.add_argument("--sub", required=True)
     token.add_argument("--agency")
     token.add_argument("--ttl", type=int, default=8 * 3600)
+    token.add_argument("--name", help="display name (notify greets and lists staff by it)")
+    token.add_argument("--email", help="address notify emails this staff member at")
     args = parser.parse_args(argv)
     if args.command == "create-api-key":
         created = _create_key(
@@ -143,6 +145,8 @@ def admin(settings: IntakeSettings, argv: list[str]) -> int:
             issuer=settings.jwt_issuer,
             audience=settings.jwt_audience,
             ttl_seconds=args.ttl,
+            name=args.name,
+            email=args.email,
         )
         + "\n"
     )

@@ -29,6 +29,10 @@ from pydantic import (
     field_validator,
 )
 
+from paht_common.roles import AGENCY_ROLES, Role
+
+__all__ = ["AGENCY_ROLES", "Role"]  # re-exported: intake's modules import roles from here
+
 # ---------------------------------------------------------------------------
 # States, roles, action types
 # ---------------------------------------------------------------------------
@@ -72,27 +76,23 @@ STATE_LABELS_VI: Mapping[State, str] = MappingProxyType(
     }
 )
 
+# A published report: its response, and the files the coordinator released, reach the
+# public. RATED and CLOSED follow only PUBLISHED; a REOPENED report is being handled again
+# and shows none of it until it is published anew.
+PUBLISHED_STATES: frozenset[State] = frozenset({State.PUBLISHED, State.RATED, State.CLOSED})
+
+
+def sees_every_agency(role: Role) -> bool:
+    """Whether staff of ``role`` may read the reports (and their files) of every agency;
+    every other role reads only the reports assigned to its own agency."""
+    return role in (Role.COORDINATOR, Role.SUPERVISOR)
+
 TERMINAL_STATES: frozenset[State] = frozenset({State.REJECTED, State.MERGED, State.CLOSED})
 
 # Open311 reports these as status "closed"; every other state is "open".
 CLOSED_FOR_OPEN311: frozenset[State] = frozenset(
     {State.PUBLISHED, State.RATED, State.CLOSED, State.REJECTED, State.MERGED}
 )
-
-
-class Role(StrEnum):
-    """Who acts on a report."""
-
-    COORDINATOR = "coordinator"
-    OFFICER = "officer"
-    LEADER = "leader"
-    SUPERVISOR = "supervisor"
-    REPORTER = "reporter"
-    SYSTEM = "system"
-
-
-# Roles bound to one agency: they may act only on reports assigned to it.
-AGENCY_ROLES: frozenset[Role] = frozenset({Role.OFFICER, Role.LEADER})
 
 
 class ActionType(StrEnum):

@@ -5,15 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, StringConstraints
+from pydantic import StringConstraints
 
-from paht_common.settings import BaseServiceSettings, env_setting
+from paht_common.settings import env_setting
+from paht_common.staff_auth import StaffTokenSettings
 
 DEV_ADMIN_TOKEN = "dev-admin-token"
 AgencyId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
 
 
-class IntakeSettings(BaseServiceSettings):
+class IntakeSettings(StaffTokenSettings):
     """Intake API settings."""
 
     model_config = env_setting("INTAKE_")
@@ -29,15 +30,6 @@ class IntakeSettings(BaseServiceSettings):
     jurisdiction_id: str = "bacninh.gov.vn"
     dev_api_key: str = "dev-only-key"
     """Key of the development app ``demo-app``; refused when PAHT_ENV=production."""
-    jwt_public_keys: str = ""
-    """PEM public keys (concatenated) of staff JWTs; with no JWKS URL either, the dev pair."""
-    jwks_url: str = ""
-    """JWKS (RFC 7517) of the identity provider that signs staff JWTs; tried with the PEM keys."""
-    jwks_refresh_seconds: float = Field(300, gt=0)
-    """How often the JWKS is fetched again (an unknown ``kid`` also triggers a fetch)."""
-    jwt_dev_key_dir: Path = Path(".paht/dev-jwt")
-    jwt_issuer: str = "paht-dev"
-    jwt_audience: str = "paht"
     duplicate_radius_m: float = 50.0
     duplicate_window_days: int = 7
     max_body_bytes: int = 1_000_000
@@ -77,11 +69,9 @@ class IntakeSettings(BaseServiceSettings):
 
     def secret_fields(self) -> dict[str, str]:
         """Secrets refused when they keep a development default in production."""
-        secrets: dict[str, str] = {}
+        secrets = super().secret_fields()
         if self.dev_api_key:  # empty means: no development app at all
             secrets["INTAKE_DEV_API_KEY"] = self.dev_api_key
-        if not self.jwt_public_keys and not self.jwks_url:
-            secrets["INTAKE_JWT_PUBLIC_KEYS"] = ""  # or INTAKE_JWKS_URL
         # the development default is refused as if it were empty
         secrets["INTAKE_ADMIN_TOKEN"] = (
             "" if self.admin_token == DEV_ADMIN_TOKEN else self.admin_token
