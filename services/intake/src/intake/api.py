@@ -34,7 +34,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from intake import media, repository
 from intake.admin import admin_router
-from intake.auth import ApiKeyCache, App, AppAuthenticator, AuthError, JwtVerifier, Staff
+from intake.auth import (
+    ApiKeyCache,
+    App,
+    AppAuthenticator,
+    AuthError,
+    JwtVerifier,
+    Staff,
+    actor_of,
+)
 from intake.domain import (
     ACTION_ADAPTER,
     STATE_LABELS_VI,
@@ -57,7 +65,7 @@ from intake.handlers import (
 )
 from intake.metrics import HTTP_REQUESTS, HTTP_SECONDS
 from intake.open311 import open311_router
-from intake.reference import province_communes, staff_verifier
+from intake.reference import province_communes
 from intake.schemas import ReportIn
 from intake.seed import seed_leader_approval
 from intake.settings import IntakeSettings
@@ -79,6 +87,7 @@ from paht_common.problems import (
     problem_responses,
 )
 from paht_common.runtime import Runtime
+from paht_common.staff_auth import staff_verifier
 from paht_common.topics import ROUTING_EVENTS, SLA_EVENTS
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
@@ -434,7 +443,7 @@ def build_app(settings: IntakeSettings | None = None) -> IntakeApp:
         attached = await repository.media_of(conn, report_id=report_id)
         view = report_view(report, role=member.role, reporter=reporter, media_rows=attached)
         view["allowed_actions"] = [
-            a.value for a in allowed_actions(snapshot_of(report), member.actor())
+            a.value for a in allowed_actions(snapshot_of(report), actor_of(member))
         ]
         return view
 
@@ -493,7 +502,7 @@ def build_app(settings: IntakeSettings | None = None) -> IntakeApp:
         try:
             async with conn.transaction():
                 transition = await apply_action(
-                    conn, report_id=report_id, action=action, actor=member.actor(), ctx=ctx
+                    conn, report_id=report_id, action=action, actor=actor_of(member), ctx=ctx
                 )
         except IllegalTransition as exc:
             raise Problem(
