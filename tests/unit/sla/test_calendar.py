@@ -617,3 +617,30 @@ def test_overrides_closing_the_office_for_over_a_year_are_reported_not_looped() 
     )
     with pytest.raises(CalendarError):
         BusinessCalendar(overrides=closed).add(vn(2026, 3, 2, 8), 1, WH)
+
+
+# --- next office instant (notify's quiet hours end there) ---
+
+
+def test_next_office_instant_inside_office_hours_is_the_instant_itself(cal):
+    at = vn(2026, 3, 4, 9, 15)  # a Wednesday morning
+
+    assert cal.next_office_instant(at) == at
+
+
+def test_next_office_instant_over_lunch_is_the_afternoon_start(cal):
+    assert cal.next_office_instant(vn(2026, 3, 4, 12, 30)) == vn(2026, 3, 4, 13, 0)
+
+
+def test_next_office_instant_on_friday_evening_is_monday_morning(cal):
+    assert cal.next_office_instant(vn(2026, 3, 6, 17, 0)) == vn(2026, 3, 9, 8, 0)
+
+
+def test_next_office_instant_skips_tet(cal):
+    # Tết 2026: 14-22 February off (Lunar New Year), back on Monday 23 February
+    assert cal.next_office_instant(vn(2026, 2, 13, 18, 0)) == vn(2026, 2, 23, 8, 0)
+
+
+def test_next_office_instant_refuses_a_naive_instant(cal):
+    with pytest.raises(CalendarError):
+        cal.next_office_instant(datetime(2026, 3, 4, 9, 0))

@@ -42,6 +42,14 @@ class DueAnswer(BaseModel):
     calendar_version: str
 
 
+class NextWorkingAnswer(BaseModel):
+    """The first office-hours instant at or after the asked one."""
+
+    at: str = Field(description="ISO 8601 with the +07:00 offset")
+    working_now: bool = Field(description="whether the asked instant is itself office time")
+    calendar_version: str
+
+
 class DayView(BaseModel):
     """One local day of the business calendar."""
 
@@ -255,6 +263,20 @@ def build_app(settings: SlaSettings | None = None) -> FastAPI:
         except CalendarError as exc:
             raise Problem(422, "Invalid deadline request", str(exc), field="start") from exc
         return DueAnswer(due_at=to_local_iso(due), calendar_version=calendar.version)
+
+    @app.get("/v1/calendar/next-working", tags=["calendar"], response_model=NextWorkingAnswer)
+    async def get_next_working(conn: DbConn, at: AwareDatetime) -> NextWorkingAnswer:
+        """The first instant at or after ``at`` in office hours (notify's quiet hours end)."""
+        calendar = await ctx.calendars.get(conn)
+        try:
+            start = calendar.next_office_instant(at)
+        except CalendarError as exc:
+            raise Problem(422, "Invalid instant", str(exc), field="at") from exc
+        return NextWorkingAnswer(
+            at=to_local_iso(start),
+            working_now=start == at,
+            calendar_version=calendar.version,
+        )
 
     @app.get("/v1/calendar/days", tags=["calendar"], response_model=list[DayView])
     async def get_days(

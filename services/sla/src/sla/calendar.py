@@ -352,6 +352,27 @@ class BusinessCalendar:
                     cursor = end
             ordinal += 1
 
+    def next_office_instant(self, at: datetime) -> datetime:
+        """Return the first instant at or after ``at`` inside office hours (aware UTC)."""
+        cursor = _to_us(_require_aware(at, "at"))
+        ordinal = at.astimezone(TZ).toordinal()
+        cache = self._periods_us_cache
+        idle = 0
+        while True:
+            periods = cache.get(ordinal)
+            if periods is None:
+                periods = self._load_periods_us(ordinal)
+            if not periods:
+                idle += 1
+                if idle > _MAX_IDLE_DAYS:
+                    raise CalendarError(f"no office time within {_MAX_IDLE_DAYS} days")
+            else:
+                idle = 0
+                for begin, end in periods:
+                    if end > cursor:
+                        return _EPOCH + timedelta(microseconds=max(begin, cursor))
+            ordinal += 1
+
     def working_seconds_between(self, a: datetime, b: datetime) -> float:
         """Return the office time in seconds between instants a and b (0 when b <= a)."""
         a_us = _to_us(_require_aware(a, "a"))
