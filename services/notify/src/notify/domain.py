@@ -311,3 +311,20 @@ def decide(
     if result.retry_after is not None:
         delay = max(delay, min(result.retry_after, policy.max_retry_after))
     return Decision("retry", result.status_code, result.error, retry_in=delay)
+
+
+def validate_email_address(value: str) -> str:
+    """The normalised form of one bare address (no display name); ValueError saying why not.
+
+    Syntax only, no DNS lookup (email-validator): local part at most 64 characters, whole
+    address at most 254 octets, valid domain labels; the domain is lowercased, the local part
+    NFC-normalised, an internationalised domain kept in Unicode. Special-use domains
+    (localhost, .local, .test, ...), quoted local parts and IP-literal domains are refused.
+    """
+    from email_validator import EmailNotValidError, validate_email
+
+    try:
+        checked = validate_email(value, check_deliverability=False, strict=True)
+    except EmailNotValidError as exc:
+        raise ValueError(f"invalid email address: {exc}") from None
+    return str(checked.normalized)
