@@ -328,3 +328,54 @@ def validate_email_address(value: str) -> str:
     except EmailNotValidError as exc:
         raise ValueError(f"invalid email address: {exc}") from None
     return str(checked.normalized)
+
+
+PUSH_P256DH_BYTES = 65
+PUSH_AUTH_BYTES = 16
+PUSH_TOPIC_MAX_CHARS = 32
+"""RFC 8030 §5.4: a Topic is at most 32 characters of the base64url alphabet."""
+_BASE64URL_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+def _base64url_bytes(value: str, *, name: str) -> bytes:
+    """Bytes of base64url text (padding optional); ValueError naming the field, not the value."""
+    text = value.rstrip("=")
+    if not text or any(c not in _BASE64URL_CHARS for c in text) or len(text) % 4 == 1:
+        raise ValueError(f"{name} must be base64url (A-Z a-z 0-9 - _, no + or /)")
+    if len(value) - len(text) > 2 or ("=" in value and len(value) % 4):
+        raise ValueError(f"{name} has malformed base64url padding")
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def validate_push_keys(p256dh: str, auth: str) -> None:
+    """Check a PushSubscription's keys; ValueError saying which is wrong (never echoing auth)."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    point = _base64url_bytes(p256dh, name="keys.p256dh")
+    if len(point) != PUSH_P256DH_BYTES or point[0] != 0x04:
+        raise ValueError(
+            f"keys.p256dh must be an uncompressed P-256 point ({PUSH_P256DH_BYTES} bytes "
+            f"starting 0x04), got {len(point)} bytes"
+        )
+    try:
+        ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), point)
+    except ValueError:
+        raise ValueError("keys.p256dh is not a point on the P-256 curve") from None
+    secret = _base64url_bytes(auth, name="keys.auth")
+    if len(secret) != PUSH_AUTH_BYTES:
+        raise ValueError(f"keys.auth must encode {PUSH_AUTH_BYTES} bytes, got {len(secret)}")
+
+
+def as_push_topic(value: str) -> str:
+    """``value`` when it is a valid Topic, else a 32-character base64url digest of it."""
+    import hashlib
+
+    if 0 < len(value) <= PUSH_TOPIC_MAX_CHARS and all(c in _BASE64URL_CHARS for c in value):
+        return value
+    digest = hashlib.sha256(value.encode("utf-8")).digest()[:24]
+    return base64.urlsafe_b64encode(digest).decode("ascii")
+
+
+def push_topic(report_id: uuid.UUID, event_type: str) -> str:
+    """Topic of a report's pushes of one event kind: a newer one replaces an undelivered one."""
+    return as_push_topic(f"{event_type}:{report_id}")
