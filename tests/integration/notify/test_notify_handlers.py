@@ -52,7 +52,7 @@ async def subscribe(
 ) -> uuid.UUID:
     async with pool.acquire() as conn:
         record = await handlers.create_subscription(
-            conn, agency_id=agency_id, channel="webhook", url=url, secret=new_secret()
+            conn, agency_id=agency_id, url=url, secret=new_secret()
         )
     subscription_id: uuid.UUID = record["id"]
     return subscription_id
@@ -97,7 +97,7 @@ def breach_event(agency_id: str) -> Envelope[Payload]:
 
 async def handle(pool: asyncpg.Pool, envelope: Envelope[Payload]) -> int:
     async with pool.acquire() as conn, conn.transaction():
-        return await handlers.handle_sla_event(conn, envelope)
+        return await handlers.handle_event(conn, envelope)
 
 
 async def deliveries(pool: asyncpg.Pool, report_id: uuid.UUID) -> list[asyncpg.Record]:
@@ -165,7 +165,7 @@ async def test_a_redelivered_kafka_record_is_a_duplicate(pool: asyncpg.Pool) -> 
         sent.append(topic)
 
     async def handler(conn: asyncpg.Connection, envelope: Envelope[Payload]) -> None:  # type: ignore[type-arg]
-        await handlers.handle_sla_event(conn, envelope)
+        await handlers.handle_event(conn, envelope)
 
     processor = EventProcessor(
         consumer="notify", pool=pool, handler=handler, dead_letters=dead_letters

@@ -26,7 +26,7 @@ import asyncpg
 from notify import repository
 from notify.channels.base import Channel
 from notify.domain import AttemptResult, ClaimedDelivery, Decision, RetryPolicy, decide
-from notify.handlers import record_attempt
+from notify.handlers import Breaker, record_attempt
 from notify.metrics import DELIVERIES, DELIVERY_SECONDS, PENDING
 from notify.settings import NotifySettings
 from paht_common.consumer import INFRASTRUCTURE_ERRORS
@@ -54,6 +54,7 @@ class Dispatcher:
         max_in_flight: int = 64,
         max_in_flight_per_subscription: int = 4,
         shutdown_grace: float = 5.0,
+        breaker: Breaker | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self._pool = pool
@@ -65,6 +66,7 @@ class Dispatcher:
         self._max_in_flight = max_in_flight
         self._per_subscription_limit = max_in_flight_per_subscription
         self._grace = shutdown_grace
+        self._breaker = breaker
         self._rng = rng or random.Random()
         self._wake = Wakeup()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -91,6 +93,7 @@ class Dispatcher:
             max_in_flight=settings.max_in_flight,
             max_in_flight_per_subscription=settings.max_in_flight_per_subscription,
             shutdown_grace=settings.shutdown_grace_seconds,
+            breaker=Breaker(settings.breaker_threshold, settings.breaker_probe_seconds),
         )
 
     async def run(self) -> None:
@@ -121,6 +124,9 @@ class Dispatcher:
                     in_flight=self._in_flight,
                     per_subscription=self._per_subscription_limit,
                     lease_seconds=self._lease,
+                    breaker_threshold=(
+                        self._breaker.threshold if self._breaker is not None else 1_000_000
+                    ),
                 )
                 for delivery in claimed:
                     self._start(delivery)
@@ -191,7 +197,7 @@ class Dispatcher:
         for attempt in range(1, RECORD_ATTEMPTS + 1):
             try:
                 async with self._pool.acquire() as conn:
-                    await record_attempt(conn, delivery, decision)
+                    await record_attempt(conn, delivery, decision, self._breaker)
                 return
             except DATABASE_ERRORS as exc:
                 logger.warning(

@@ -21,3 +21,8 @@ PENDING = Gauge(
 QUEUED = Counter(
     "notify_deliveries_queued_total", "Deliveries queued from events", ["channel", "event_type"]
 )
+CIRCUIT_OPENED = Counter(
+    "notify_circuit_opened_total",
+    "Times an endpoint's circuit opened (or stayed open after a failed probe)",
+    ["channel"],
+)

@@ -7,10 +7,11 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from paht_common.settings import BaseServiceSettings, env_setting
+from paht_common.settings import env_setting
+from paht_common.staff_auth import StaffTokenSettings
 
 
-class NotifySettings(BaseServiceSettings):
+class NotifySettings(StaffTokenSettings):
     """Consumer, dispatcher and API settings.
 
     ``NOTIFY_RETRY_SCHEDULE_SECONDS`` is JSON, e.g. ``[5, 30, 120]``.
@@ -73,6 +74,8 @@ class NotifySettings(BaseServiceSettings):
     smtp_timeout_seconds: float = Field(15.0, gt=0)
     mail_from: str = "PAHT <no-reply@paht.localhost>"
 
+    sla_url: str = "http://127.0.0.1:8082"
+    """The SLA service, whose calendar tells when quiet hours end."""
     workspace_url: str = "http://127.0.0.1:8084"
     """Base URL of the agency workspace; pushes and emails link to reports there."""
 
