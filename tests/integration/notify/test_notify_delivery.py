@@ -172,7 +172,7 @@ async def start_dispatcher(
         *, on: asyncpg.Pool | None = None, send_timeout: float = 5.0, **options: Any
     ) -> Dispatcher:
         channel = WebhookChannel(
-            http, timeout=send_timeout, allow_private=True, clock=SystemClock()
+            http, timeout=send_timeout, allow_private=True, allow_http=True, clock=SystemClock()
         )
         options.setdefault("policy", FAST_RETRIES)
         options.setdefault("lease_seconds", send_timeout + 5)
@@ -194,7 +194,9 @@ class CountingChannel(WebhookChannel):
     """The webhook channel, counting the attempts it makes."""
 
     def __init__(self, http: httpx.AsyncClient) -> None:
-        super().__init__(http, timeout=5.0, allow_private=True, clock=SystemClock())
+        super().__init__(
+            http, timeout=5.0, allow_private=True, allow_http=True, clock=SystemClock()
+        )
         self.sent = 0
 
     async def send(self, delivery: ClaimedDelivery) -> AttemptResult:
@@ -339,7 +341,9 @@ async def test_listens_again_after_losing_its_listener_connection(
 async def test_dispatcher_stops_when_cancelled_at_the_moment_it_is_woken(
     pool: asyncpg.Pool, http: httpx.AsyncClient
 ) -> None:
-    channel = WebhookChannel(http, timeout=5.0, allow_private=True, clock=SystemClock())
+    channel = WebhookChannel(
+        http, timeout=5.0, allow_private=True, allow_http=True, clock=SystemClock()
+    )
     dispatcher = Dispatcher(
         pool,
         {"webhook": channel},
@@ -583,7 +587,11 @@ async def test_a_send_interrupted_by_a_crash_is_retried_after_its_lease(
     http = httpx.AsyncClient(trust_env=False)
     crashing = Dispatcher(
         pool,
-        {"webhook": WebhookChannel(http, timeout=1.0, allow_private=True, clock=SystemClock())},
+        {
+            "webhook": WebhookChannel(
+                http, timeout=1.0, allow_private=True, allow_http=True, clock=SystemClock()
+            )
+        },
         policy=FAST_RETRIES,
         lease_seconds=2.0,
         shutdown_grace=0,
@@ -615,6 +623,8 @@ async def test_service_delivers_a_kafka_event_to_the_webhook_within_5_seconds(
         kafka_bootstrap=kafka_bootstrap,
         consumer_group=random_id("notify-"),
         retry_schedule_seconds=(0.2,),
+        webhook_allow_private=True,  # the receiver listens on 127.0.0.1 over http
+        webhook_allow_http=True,
     )
     app = build_app(settings)
     agency = random_id("ubnd-")

@@ -9,7 +9,8 @@ import pytest
 from pydantic import ValidationError
 
 from notify.api import SubscriptionIn
-from notify.domain import is_private_hostname, webhook_secret_bytes
+from notify.channels.egress import TargetRefused, check_host
+from notify.domain import webhook_secret_bytes
 
 
 def secret_of(size: int, *, padded: bool = True) -> str:
@@ -107,9 +108,10 @@ def test_unknown_fields_are_refused() -> None:
     ],
 )
 def test_internal_hosts_are_recognised(host: str) -> None:
-    assert is_private_hostname(host)
+    with pytest.raises(TargetRefused):
+        check_host(host, allow_private=False)
 
 
 @pytest.mark.parametrize("host", ["hooks.example.vn", "8.8.8.8", "[2001:4860:4860::8888]"])
 def test_public_hosts_are_not_flagged(host: str) -> None:
-    assert not is_private_hostname(host)
+    check_host(host, allow_private=False)

@@ -138,6 +138,16 @@ class Environment:
         if service == "intake":
             env["INTAKE_DEV_API_KEY"] = os.environ.get("PAHT_DEV_API_KEY", DEV_API_KEY)
         env.update(self.extra_env)
+        paht_env = env.get("PAHT_ENV", os.environ.get("PAHT_ENV", "development"))
+        if service == "notify" and paht_env != "production":
+            # agencies' local receivers and push services listen on 127.0.0.1 over http;
+            # the caller's environment (or extra_env) still wins
+            for name in (
+                "NOTIFY_WEBHOOK_ALLOW_PRIVATE",
+                "NOTIFY_WEBHOOK_ALLOW_HTTP",
+                "NOTIFY_PUSH_ALLOW_HTTP",
+            ):
+                env.setdefault(name, os.environ.get(name, "true"))
         return env
 
     def service(self, name: str) -> ManagedProcess:

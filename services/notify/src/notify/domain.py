@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import ipaddress
 import json
 import uuid
 from dataclasses import dataclass, field
@@ -239,25 +238,6 @@ def webhook_secret_bytes(secret: str) -> bytes:
             f"secret must encode {SECRET_MIN_BYTES} to {SECRET_MAX_BYTES} bytes, got {len(key)}"
         )
     return key
-
-
-def is_public_address(address: str) -> bool:
-    """True for a globally routable IP address (not loopback, private, link-local, reserved)."""
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_global and not ip.is_multicast
-
-
-def is_private_hostname(host: str) -> bool:
-    """True for names or literal addresses that point inside the network by construction."""
-    name = host.strip("[]").rstrip(".").lower()
-    if name == "localhost" or name.endswith((".localhost", ".local", ".internal")):
-        return True
-    try:
-        return not is_public_address(name)
-    except ValueError:
-        return False  # a DNS name: the resolved addresses decide
 
 
 def classify_http_status(status_code: int) -> Verdict:

@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 from datetime import UTC, datetime
 from math import floor
 
 import httpx
 from standardwebhooks import Webhook
 
+from notify.channels.egress import TargetRefused, check_url
 from notify.domain import (
     WEBHOOK,
     AttemptResult,
     ClaimedDelivery,
     classify_http_status,
-    is_private_hostname,
-    is_public_address,
     parse_retry_after,
 )
 from paht_common.clock import Clock
@@ -26,7 +24,6 @@ logger = logging.getLogger(__name__)
 
 USER_AGENT = "PAHT-Notify/1.0"
 ERROR_EXCERPT_BYTES = 256
-DNS_TIMEOUT_SECONDS = 5.0
 
 
 def signed_headers(secret: str, *, msg_id: str, timestamp: datetime, body: str) -> dict[str, str]:
@@ -39,55 +36,38 @@ def signed_headers(secret: str, *, msg_id: str, timestamp: datetime, body: str) 
     }
 
 
-async def private_destination(url: str) -> str | None:
-    """Why ``url`` points inside the network (literal address, local name or DNS answer), or None.
-
-    Resolution errors propagate as OSError. The check cannot stop DNS rebinding between this
-    lookup and the connection; production deployments send through an egress proxy.
-    """
-    parsed = httpx.URL(url)
-    host = parsed.host
-    if is_private_hostname(host):
-        return f"{host} is not a public address"
-    try:
-        is_public_address(host)
-        return None  # a literal public address
-    except ValueError:
-        pass
-    loop = asyncio.get_running_loop()
-    async with asyncio.timeout(DNS_TIMEOUT_SECONDS):
-        infos = await loop.getaddrinfo(host, parsed.port or 443, type=socket.SOCK_STREAM)
-    for *_, sockaddr in infos:
-        address = str(sockaddr[0])
-        if not is_public_address(address):
-            return f"{host} resolves to non-public address {address}"
-    return None
-
-
 class WebhookChannel:
-    """POSTs the frozen body, signed afresh on every attempt with the subscription's secret."""
+    """POSTs the frozen body, signed afresh on every attempt with the subscription's secret.
+
+    Send through ``egress.guarded_client``: the channel checks the URL before every attempt,
+    the client checks the address it connects to.
+    """
 
     name = WEBHOOK
 
     def __init__(
-        self, client: httpx.AsyncClient, *, timeout: float, allow_private: bool, clock: Clock
+        self,
+        client: httpx.AsyncClient,
+        *,
+        timeout: float,
+        allow_private: bool,
+        allow_http: bool,
+        clock: Clock,
     ) -> None:
         self._client = client
         self._timeout = timeout
         self._allow_private = allow_private
+        self._allow_http = allow_http
         self._clock = clock
 
     async def send(self, delivery: ClaimedDelivery) -> AttemptResult:
-        """One attempt; transport errors and timeouts become ``retry``, never exceptions."""
+        """One attempt: transport errors give ``retry``, a refused target ``failed``; no raising."""
         if delivery.url is None or delivery.secret is None:
             return AttemptResult("failed", error="subscription has no url or secret")
-        if not self._allow_private:
-            try:
-                blocked = await private_destination(delivery.url)
-            except (OSError, TimeoutError) as exc:
-                return AttemptResult("retry", error=f"cannot resolve host: {exc!r}")
-            if blocked is not None:
-                return AttemptResult("failed", error=f"blocked destination: {blocked}")
+        try:
+            check_url(delivery.url, allow_http=self._allow_http, allow_private=self._allow_private)
+        except TargetRefused as exc:
+            return AttemptResult("failed", error=f"blocked destination: {exc.reason}")
         headers = signed_headers(
             delivery.secret,
             msg_id=str(delivery.id),
@@ -98,6 +78,8 @@ class WebhookChannel:
         headers["user-agent"] = USER_AGENT
         try:
             return await self._post(delivery.url, delivery.body.encode("utf-8"), headers)
+        except TargetRefused as exc:  # from the guarded client, at connect time
+            return AttemptResult("failed", error=f"blocked destination: {exc.reason}")
         except TimeoutError:
             return AttemptResult("retry", error=f"timed out after {self._timeout:g} s")
         except httpx.TimeoutException as exc:
