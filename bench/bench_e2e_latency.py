@@ -23,7 +23,7 @@ import httpx
 from aiohttp import web
 from standardwebhooks import Webhook
 
-from paht_devenv.environment import DEV_API_KEY, throwaway_environment
+from paht_devenv.environment import DEV_API_KEY, DEV_NOTIFY_ADMIN_TOKEN, throwaway_environment
 
 AGENCY = "ubnd-07627"
 RESULTS = Path(__file__).parent / "results" / "e2e_latency.json"
@@ -56,6 +56,7 @@ async def measure(env_ports: dict[str, int], reports: int) -> dict[str, float | 
         intake = f"http://127.0.0.1:{env_ports['intake']}"
         response = await client.post(
             f"{notify}/v1/subscriptions",
+            headers={"Authorization": f"Bearer {DEV_NOTIFY_ADMIN_TOKEN}"},
             json={
                 "agency_id": AGENCY,
                 "channel": "webhook",

@@ -18,13 +18,20 @@ import pytest
 from aiohttp import web
 from standardwebhooks import Webhook
 
-from paht_devenv.environment import DEV_API_KEY, SERVICES, Environment, throwaway_environment
+from paht_devenv.environment import (
+    DEV_API_KEY,
+    DEV_NOTIFY_ADMIN_TOKEN,
+    SERVICES,
+    Environment,
+    throwaway_environment,
+)
 
 pytestmark = pytest.mark.e2e
 
 AGENCY = "ubnd-07627"  # UBND xã Đại Sơn in the Bắc Ninh seed
 OTHER_AGENCY = "ubnd-07615"  # UBND xã Sơn Động
 HEADERS = {"X-API-Key": DEV_API_KEY}
+NOTIFY_ADMIN = {"Authorization": f"Bearer {DEV_NOTIFY_ADMIN_TOKEN}"}
 
 
 @pytest.fixture(scope="module")
@@ -107,6 +114,7 @@ async def subscribe(env: Environment, receiver: Receiver, agency_id: str) -> Non
     async with httpx.AsyncClient(base_url=base_url(env, "notify"), timeout=10) as client:
         response = await client.post(
             "/v1/subscriptions",
+            headers=NOTIFY_ADMIN,
             json={
                 "agency_id": agency_id,
                 "channel": "webhook",
@@ -191,7 +199,9 @@ async def test_report_reaches_agency_webhook_signed_with_agency_and_deadlines(
         sla = (await client.get(f"{base_url(system, 'sla')}/v1/sla/{report_id}")).json()
         routing = await client.get(f"{base_url(system, 'routing')}/v1/assignments/{report_id}")
         deliveries = await client.get(
-            f"{base_url(system, 'notify')}/v1/deliveries", params={"report_id": report_id}
+            f"{base_url(system, 'notify')}/v1/deliveries",
+            params={"report_id": report_id},
+            headers=NOTIFY_ADMIN,
         )
     assert routing.status_code == 200
     assert routing.json()["current"]["agency_id"] == AGENCY

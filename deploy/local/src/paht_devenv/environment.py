@@ -27,6 +27,8 @@ from paht_devenv.prometheus import PrometheusServer
 REPO_ROOT = Path(__file__).resolve().parents[4]
 SERVICES = ("intake", "routing", "sla", "notify")
 DEV_API_KEY = "dev-only-key"
+DEV_NOTIFY_ADMIN_TOKEN = "dev-only-notify-admin-token"
+"""Notify's admin token in local runs (registers upstream apps' webhooks, manages any)."""
 
 
 def _env_port(name: str, default: int) -> int:
@@ -137,6 +139,12 @@ class Environment:
         }
         if service == "intake":
             env["INTAKE_DEV_API_KEY"] = os.environ.get("PAHT_DEV_API_KEY", DEV_API_KEY)
+        if service == "notify":
+            env["NOTIFY_ADMIN_TOKEN"] = os.environ.get(
+                "PAHT_NOTIFY_ADMIN_TOKEN", DEV_NOTIFY_ADMIN_TOKEN
+            )
+            # the VAPID key is made on the first start and kept with the state
+            env["NOTIFY_VAPID_KEY_FILE"] = str(self.state_dir / "vapid" / "private.pem")
         env.update(self.extra_env)
         paht_env = env.get("PAHT_ENV", os.environ.get("PAHT_ENV", "development"))
         if service == "notify" and paht_env != "production":
