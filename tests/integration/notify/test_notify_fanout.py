@@ -559,9 +559,11 @@ async def test_each_alert_reaches_exactly_its_recipients_once_per_channel(
     assert sorted(p["type"] for _, p in agency_received) == sorted(agency_hook_expected)
     assert {p["data"]["report_id"] for _, p in agency_received} == {str(report.id)}
     assert len({i for i, _ in agency_received}) == len(agency_received)
-    [(_, published)] = world.hooks.at(app_hook).received
-    assert published["type"] == "report.published"
-    assert published["data"]["report_id"] == str(report.id)
+    # the app id is shared with other tests' reports that the consumer may replay
+    about_report = [
+        p for _, p in world.hooks.at(app_hook).received if p["data"]["report_id"] == str(report.id)
+    ]
+    assert [p["type"] for p in about_report] == ["report.published"]
     assert world.hooks.at(other_hook).received == []
     assert world.hooks.unverified == 0
 
