@@ -166,7 +166,8 @@ async def test_the_vapid_public_key_needs_no_token(api: httpx.AsyncClient) -> No
 
     assert response.status_code == 200
     key = base64.urlsafe_b64decode(response.json()["public_key"] + "==")
-    assert len(key) == 65 and key[0] == 4  # an uncompressed P-256 point
+    assert len(key) == 65  # an uncompressed P-256 point
+    assert key[0] == 4
 
 
 # --- agency webhooks: the agency's leader or the coordinator ---
@@ -284,7 +285,8 @@ async def test_an_officer_subscribes_a_browser_once(api: httpx.AsyncClient, toke
     assert again.status_code == 200
     assert again.json()["id"] == first.json()["id"]
     assert first.json()["user_id"] == "officer-push-1"
-    assert "p256dh" not in first.text and browser["keys"]["auth"] not in first.text
+    assert "p256dh" not in first.text
+    assert browser["keys"]["auth"] not in first.text
     assert [s["id"] for s in listed.json()] == [first.json()["id"]]
 
 
@@ -300,8 +302,10 @@ async def test_the_admin_token_has_no_personal_subscriptions(api: httpx.AsyncCli
     ("keys", "field"),
     [
         ({"p256dh": "not base64url!", "auth": "AAAAAAAAAAAAAAAAAAAAAA"}, "keys.p256dh"),
-        ({"p256dh": base64.urlsafe_b64encode(b"\x04" + b"\x01" * 64).decode(), "auth": "x"},
-         "keys.p256dh"),
+        (
+            {"p256dh": base64.urlsafe_b64encode(b"\x04" + b"\x01" * 64).decode(), "auth": "x"},
+            "keys.p256dh",
+        ),
         ({"p256dh": "BAAA", "auth": "AAAAAAAAAAAAAAAAAAAAAA"}, "keys.p256dh"),
     ],
 )

@@ -207,7 +207,7 @@ class CountingChannel(WebhookChannel):
 async def subscribe(pool: asyncpg.Pool, agency_id: str, url: str, secret: str) -> uuid.UUID:
     async with pool.acquire() as conn:
         record = await handlers.create_subscription(
-            conn, agency_id=agency_id, channel="webhook", url=url, secret=secret
+            conn, agency_id=agency_id, url=url, secret=secret
         )
     subscription_id: uuid.UUID = record["id"]
     return subscription_id
@@ -250,7 +250,7 @@ async def notify(pool: asyncpg.Pool, agency_id: str, events: int = 1) -> list[En
     envelopes = [routed_event(agency_id) for _ in range(events)]
     async with pool.acquire() as conn, conn.transaction():
         for envelope in envelopes:
-            await handlers.handle_sla_event(conn, envelope)
+            await handlers.handle_event(conn, envelope)
     return envelopes
 
 
@@ -625,6 +625,7 @@ async def test_service_delivers_a_kafka_event_to_the_webhook_within_5_seconds(
         retry_schedule_seconds=(0.2,),
         webhook_allow_private=True,  # the receiver listens on 127.0.0.1 over http
         webhook_allow_http=True,
+        admin_token="test-delivery-admin-token",
     )
     app = build_app(settings)
     agency = random_id("ubnd-")
@@ -635,7 +636,9 @@ async def test_service_delivers_a_kafka_event_to_the_webhook_within_5_seconds(
         async with (
             app.router.lifespan_context(app),
             httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=app), base_url="http://notify"
+                transport=httpx.ASGITransport(app=app),
+                base_url="http://notify",
+                headers={"Authorization": "Bearer test-delivery-admin-token"},
             ) as api,
         ):
             created = await api.post(

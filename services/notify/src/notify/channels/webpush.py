@@ -9,6 +9,7 @@ import http_ece  # type: ignore[import-untyped]
 import httpx
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from notify.channels.egress import TargetRefused
 from notify.domain import (
     WEB_PUSH,
     AttemptResult,
@@ -137,6 +138,8 @@ class WebPushChannel:
         headers = push_headers(delivery, authorization)
         try:
             return await self._post(delivery.url, content, headers)
+        except TargetRefused as exc:  # from the guarded client, at connect time
+            return AttemptResult("failed", error=f"blocked destination: {exc.reason}")
         except TimeoutError:
             return AttemptResult("retry", error=f"timed out after {self._timeout:g} s")
         except httpx.TimeoutException as exc:
