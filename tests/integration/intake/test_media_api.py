@@ -50,8 +50,8 @@ async def test_upload_png_then_get_identical_bytes_and_a_jpeg_thumbnail(intake):
         "url": f"/v1/media/{sha}",
         "thumbnail_url": f"/v1/media/{sha}/thumbnail",
     }
-    anonymous = await intake.client.get(item["url"])
-    assert anonymous.status_code == 401
+    anonymous = await intake.client.get(item["url"])  # not released on a published report
+    assert intake.problem(anonymous, 404) == {"sha256"}
     stored = await intake.client.get(item["url"], headers=intake.staff("coordinator"))
     assert stored.status_code == 200
     assert stored.headers["content-type"] == "image/png"
@@ -157,7 +157,7 @@ async def test_unknown_media_is_404_and_a_bad_digest_422(intake):
     assert bad.status_code == 422
 
 
-async def test_staff_view_lists_media_public_view_does_not(intake):
+async def test_staff_view_lists_media_public_view_only_released_ones(intake):
     report = await intake.submit()
     data = png()
     await upload(intake, report["id"], ("p.png", data, "image/png"))
@@ -171,7 +171,8 @@ async def test_staff_view_lists_media_public_view_does_not(intake):
     assert staff.status_code == public.status_code == 200
     assert [m["sha256"] for m in staff.json()["media"]] == [sha]
     assert staff.json()["media"][0]["url"] == f"/v1/media/{sha}"
-    assert "media" not in public.json()
+    assert staff.json()["media"][0]["public"] is False
+    assert public.json()["media"] == []  # unpublished, and nothing released
 
 
 # --- timeline and event ---------------------------------------------------------------------

@@ -45,6 +45,7 @@ from intake.auth import (
 )
 from intake.domain import (
     ACTION_ADAPTER,
+    PUBLISHED_STATES,
     STATE_LABELS_VI,
     Action,
     Forbidden,
@@ -54,19 +55,24 @@ from intake.domain import (
     State,
     allowed_actions,
     fold_diacritics,
+    sees_every_agency,
 )
 from intake.handlers import (
     InputError,
     IntakeContext,
+    NotFound,
     apply_action,
     attach_media,
     handle_external_event,
+    readable_media,
+    released_media_of,
+    set_media_public,
     snapshot_of,
 )
 from intake.metrics import HTTP_REQUESTS, HTTP_SECONDS
 from intake.open311 import open311_router
 from intake.reference import province_communes
-from intake.schemas import ReportIn
+from intake.schemas import MediaVisibilityIn, ReportIn
 from intake.seed import seed_leader_approval
 from intake.settings import IntakeSettings
 from intake.submit_api import (
@@ -111,15 +117,19 @@ def iso(value: datetime | None) -> str | None:
 
 
 def media_view(row: dict[str, Any]) -> dict[str, Any]:
-    """A stored file as listed to staff and answered to an upload."""
+    """A stored file as listed and answered to an upload; with ``public`` (released to the
+    public on this report) when the row carries it."""
     thumb = row["thumbnail_sha256"]
-    return {
+    view = {
         "sha256": row["sha256"],
         "content_type": row["content_type"],
         "size": row["size"],
         "url": f"/v1/media/{row['sha256']}",
         "thumbnail_url": f"/v1/media/{row['sha256']}/thumbnail" if thumb else None,
     }
+    if "public" in row:
+        view["public"] = row["public"]
+    return view
 
 
 def report_view(
@@ -129,7 +139,11 @@ def report_view(
     reporter: dict[str, Any] | None = None,
     media_rows: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """A report as the caller may see it: public callers get published content only."""
+    """A report as the caller may see it: public callers get published content only.
+
+    ``media_rows`` are the files listed; for a public caller they must be the ones released
+    to the public (``released_media_of``).
+    """
     state = State(report["state"])
     view: dict[str, Any] = {
         "id": str(report["id"]),
@@ -159,7 +173,7 @@ def report_view(
         "submitted_at": iso(report["submitted_at"]),
         "updated_at": iso(report["updated_at"]),
     }
-    published = state in (State.PUBLISHED, State.RATED, State.CLOSED)
+    published = state in PUBLISHED_STATES
     if role is None:
         # the public never sees text that may carry personal data or a rejected matter
         shown = (
@@ -169,6 +183,7 @@ def report_view(
         )
         view["description"] = report["description"] if shown else None
         view["response"] = report["response_text"] if published and report["public"] else None
+        view["media"] = [media_view(m) for m in media_rows or ()]
         return view
     view.update(
         {
@@ -423,7 +438,7 @@ def build_app(settings: IntakeSettings | None = None) -> IntakeApp:
     MaybeStaff = Annotated[Staff | None, Depends(optional_staff)]
 
     def can_see(member: Staff, report: dict[str, Any]) -> bool:
-        if member.role in (Role.COORDINATOR, Role.SUPERVISOR):
+        if sees_every_agency(member.role):
             return True
         return report["agency_id"] is not None and report["agency_id"] == member.agency_id
 
@@ -434,7 +449,8 @@ def build_app(settings: IntakeSettings | None = None) -> IntakeApp:
         if report is None or (member is not None and not can_see(member, report)):
             raise Problem(404, "Not found", f"no report {report_id}", field="report_id")
         if member is None:
-            return report_view(report, role=None)
+            released = await released_media_of(conn, report_id=report_id)
+            return report_view(report, role=None, media_rows=released)
         reporter = (
             await repository.reporter(conn, report_id=report_id)
             if member.role is Role.COORDINATOR
@@ -638,19 +654,43 @@ def build_app(settings: IntakeSettings | None = None) -> IntakeApp:
             media_type=content_type,
             headers={
                 "Cache-Control": "private, max-age=86400",
+                "Vary": "Authorization",  # who may read the file depends on the token
                 "X-Content-Type-Options": "nosniff",
             },
         )
+
+    async def _readable(conn: Conn, sha256: str, member: Staff | None) -> dict[str, Any] | None:
+        return await readable_media(
+            conn,
+            sha256=sha256,
+            role=member.role if member is not None else None,
+            agency_id=member.agency_id if member is not None else None,
+        )
+
+    media_errors = problems(
+        401,
+        404,
+        422,
+        s401="a malformed, invalid or expired token (no token at all is the public's read)",
+        s404="no such file, or none the caller may read: staff read the files of the reports"
+        " they may see, the public (no token) the files released on a published report",
+    )
 
     @app.get(
         "/v1/media/{sha256}",
         tags=["media"],
         response_class=FileResponse,
-        responses={200: {"content": MEDIA_CONTENT}, **problems(401, 404, 422)},
+        responses={200: {"content": MEDIA_CONTENT}, **media_errors},
     )
-    async def get_media(sha256: Sha256, conn: DbConn, member: StaffDep) -> FileResponse:
-        """An uploaded file, as its sniffed content type (staff only: photos show people)."""
-        row = await repository.media(conn, sha256=sha256)
+    async def get_media(sha256: Sha256, conn: DbConn, member: MaybeStaff) -> FileResponse:
+        """An uploaded file, as its sniffed content type (photos show people).
+
+        It follows the reports that carry it: staff read it when they may see one of them
+        (coordinators and supervisors any, agency staff those assigned to their agency);
+        without a token, only when the coordinator released it on a report that is published
+        and public. Any other file is 404, as an unknown one (401 only for a bad token).
+        """
+        row = await _readable(conn, sha256, member)
         if row is None:
             raise Problem(404, "Not found", f"no media {sha256}", field="sha256")
         return _media_file(sha256, row["content_type"])
@@ -661,15 +701,58 @@ def build_app(settings: IntakeSettings | None = None) -> IntakeApp:
         response_class=FileResponse,
         responses={
             200: {"content": {"image/jpeg": BINARY}},
-            **problems(401, 404, 422),
+            **media_errors,
         },
     )
-    async def get_media_thumbnail(sha256: Sha256, conn: DbConn, member: StaffDep) -> FileResponse:
-        """The JPEG thumbnail of an uploaded image, or of a video's first frame."""
-        row = await repository.media(conn, sha256=sha256)
+    async def get_media_thumbnail(sha256: Sha256, conn: DbConn, member: MaybeStaff) -> FileResponse:
+        """The JPEG thumbnail of an uploaded image, or of a video's first frame; readable
+        exactly when its file is (see GET /v1/media/{sha256})."""
+        row = await _readable(conn, sha256, member)
         if row is None or row["thumbnail_sha256"] is None:
             raise Problem(404, "Not found", f"no thumbnail of {sha256}", field="sha256")
         return _media_file(row["thumbnail_sha256"], "image/jpeg")
+
+    @app.put(
+        "/v1/reports/{report_id}/media/{sha256}",
+        tags=["media"],
+        responses=problems(
+            401,
+            403,
+            404,
+            422,
+            s403="only the coordinator releases media",
+            s404="no such report, or the report carries no such file",
+        ),
+    )
+    async def put_media_visibility(
+        report_id: uuid.UUID,
+        sha256: Sha256,
+        body: MediaVisibilityIn,
+        conn: DbConn,
+        member: StaffDep,
+    ) -> dict[str, Any]:
+        """Release a report's file to the public (``public: true``) or withdraw it
+        (coordinator only; idempotent).
+
+        The public reads a released file, and sees it in the report's public view, while the
+        report is published (published, rated or closed) and public. A change is recorded on
+        the report's timeline as ``set_media_public``.
+        """
+        try:
+            async with conn.transaction():
+                row = await set_media_public(
+                    conn,
+                    report_id=report_id,
+                    sha256=sha256,
+                    public=body.public,
+                    actor=actor_of(member),
+                    ctx=ctx,
+                )
+        except Forbidden as exc:
+            raise AuthError(403, exc.reason, field="Authorization") from exc
+        except NotFound as exc:
+            raise Problem(404, "Not found", exc.message, field=exc.field) from exc
+        return media_view(row)
 
     @app.get("/v1/categories", tags=["catalogue"])
     async def get_categories(conn: DbConn) -> list[dict[str, Any]]:

@@ -87,6 +87,7 @@ def sees_every_agency(role: Role) -> bool:
     every other role reads only the reports assigned to its own agency."""
     return role in (Role.COORDINATOR, Role.SUPERVISOR)
 
+
 TERMINAL_STATES: frozenset[State] = frozenset({State.REJECTED, State.MERGED, State.CLOSED})
 
 # Open311 reports these as status "closed"; every other state is "open".

@@ -22,10 +22,12 @@ import asyncpg
 
 from intake import media, repository
 from intake.domain import (
+    PUBLISHED_STATES,
     TERMINAL_STATES,
     Action,
     Actor,
     AssignAction,
+    Forbidden,
     MergeAction,
     ReportSnapshot,
     Role,
@@ -37,6 +39,7 @@ from intake.domain import (
     fold_diacritics,
     haversine_m,
     human_number,
+    sees_every_agency,
 )
 from intake.media import StoredMedia
 from intake.metrics import SUBMISSIONS, SUBMIT_BATCH, TRANSITIONS
@@ -72,6 +75,15 @@ class InputError(Exception):
     def __init__(self, status: int, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
         self.status = status
+        self.field = field
+        self.message = message
+
+
+class NotFound(LookupError):
+    """What the request names does not exist, or is not the caller's to see."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message
 
@@ -644,6 +656,80 @@ async def _record_media_added(
     )
     await repository.touch_report(conn, report_id=report["id"], at=now)  # updated_after sees it
     await add_to_outbox(conn, REPORT_EVENTS, envelope)
+
+
+_PUBLISHED = sorted(s.value for s in PUBLISHED_STATES)
+
+
+async def readable_media(
+    conn: Conn, *, sha256: str, role: Role | None, agency_id: str | None = None
+) -> dict[str, Any] | None:
+    """The file's record when the caller may read it, else None (as for an unknown file).
+
+    A file follows the reports that carry it. Staff (``role``) read it when they may see one
+    of them: coordinators and supervisors any, the others one assigned to ``agency_id``.
+    The public (``role`` None) reads it when the coordinator released it on a report that is
+    public and published (PUBLISHED_STATES). The thumbnail follows its file.
+    """
+    if role is None:
+        return await repository.public_readable_media(conn, sha256=sha256, published=_PUBLISHED)
+    return await repository.staff_readable_media(
+        conn, sha256=sha256, every_agency=sees_every_agency(role), agency_id=agency_id
+    )
+
+
+async def released_media_of(conn: Conn, *, report_id: uuid.UUID) -> list[dict[str, Any]]:
+    """The files of a report the public may read (see ``readable_media``), in upload order."""
+    return await repository.released_media_of(conn, report_id=report_id, published=_PUBLISHED)
+
+
+async def set_media_public(
+    conn: Conn,
+    *,
+    report_id: uuid.UUID,
+    sha256: str,
+    public: bool,
+    actor: Actor,
+    ctx: IntakeContext,
+) -> dict[str, Any]:
+    """Release a report's file to the public, or withdraw it; call inside a transaction.
+
+    Only the coordinator may (Forbidden otherwise, whatever the report). NotFound names
+    ``report_id`` for an unknown report and ``sha256`` for a file the report does not carry.
+    A change appends one audit-only ``set_media_public`` timeline row (no event: no other
+    service keeps media) and touches the report; setting the flag it already has records
+    nothing. The public sees the file only while the report is published (PUBLISHED_STATES)
+    and public. Returns the file's record with its ``public`` flag.
+    """
+    if actor.role is not Role.COORDINATOR:
+        raise Forbidden("only the coordinator releases media to the public")
+    # locked: the timeline row names the state the report is in when the flag changes
+    report = await repository.get_report(conn, report_id=report_id, for_update=True)
+    if report is None:
+        raise NotFound("report_id", f"no report {report_id}")
+    row = await repository.attached_media_for_update(conn, report_id=report_id, sha256=sha256)
+    if row is None:
+        raise NotFound("sha256", f"report {report_id} carries no media {sha256}")
+    if row["public"] is public:
+        return row
+    now = ctx.clock.now()
+    await repository.set_media_public(conn, report_id=report_id, sha256=sha256, public=public)
+    await repository.append_timeline(
+        conn,
+        report_id=report_id,
+        event_id=uuid.uuid4(),  # the row's own id: no event is published
+        at=now,
+        actor_role=actor.role.value,
+        actor_subject=actor.subject,
+        actor_agency_id=actor.agency_id,
+        action="set_media_public",
+        from_state=report["state"],
+        to_state=report["state"],
+        reason=None,
+        details={"sha256": sha256, "public": public},
+    )
+    await repository.touch_report(conn, report_id=report_id, at=now)  # the public view changed
+    return {**row, "public": public}
 
 
 def snapshot_of(report: dict[str, Any]) -> ReportSnapshot:

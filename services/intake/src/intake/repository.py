@@ -609,11 +609,42 @@ ON CONFLICT (report_id, sha256) DO NOTHING
 """
 MEDIA_SHAS_OF = "SELECT sha256 FROM report_media WHERE report_id = $1"
 MEDIA_OF = """
-SELECT m.sha256, m.content_type, m.size, m.thumbnail_sha256
+SELECT m.sha256, m.content_type, m.size, m.thumbnail_sha256, rm.public
 FROM report_media rm JOIN media m ON m.sha256 = rm.sha256
 WHERE rm.report_id = $1 ORDER BY rm.position
 """
 MEDIA = "SELECT sha256, content_type, size, thumbnail_sha256 FROM media WHERE sha256 = $1"
+# Who may read a file is decided by the reports that carry it, in one statement: staff when
+# one of them is theirs to see ($2: every agency's, else $3: assigned to their agency) ...
+STAFF_READABLE_MEDIA = """
+SELECT m.sha256, m.content_type, m.size, m.thumbnail_sha256 FROM media m
+WHERE m.sha256 = $1 AND EXISTS (
+    SELECT 1 FROM report_media rm JOIN reports r ON r.id = rm.report_id
+    WHERE rm.sha256 = m.sha256 AND ($2::boolean OR r.agency_id = $3::text)
+)
+"""
+# ... and the public when one of them released it, published ($2) and public.
+_RELEASED = "rm.public AND r.public AND r.state = ANY($2::text[])"
+PUBLIC_READABLE_MEDIA = f"""
+SELECT m.sha256, m.content_type, m.size, m.thumbnail_sha256 FROM media m
+WHERE m.sha256 = $1 AND EXISTS (
+    SELECT 1 FROM report_media rm JOIN reports r ON r.id = rm.report_id
+    WHERE rm.sha256 = m.sha256 AND {_RELEASED}
+)
+"""
+RELEASED_MEDIA_OF = f"""
+SELECT m.sha256, m.content_type, m.size, m.thumbnail_sha256
+FROM report_media rm JOIN media m ON m.sha256 = rm.sha256 JOIN reports r ON r.id = rm.report_id
+WHERE rm.report_id = $1 AND {_RELEASED}
+ORDER BY rm.position
+"""
+ATTACHED_MEDIA_FOR_UPDATE = """
+SELECT m.sha256, m.content_type, m.size, m.thumbnail_sha256, rm.public
+FROM report_media rm JOIN media m ON m.sha256 = rm.sha256
+WHERE rm.report_id = $1 AND rm.sha256 = $2
+FOR UPDATE OF rm
+"""
+SET_MEDIA_PUBLIC = "UPDATE report_media SET public = $3 WHERE report_id = $1 AND sha256 = $2"
 STORED_DIGESTS = """
 SELECT sha256 FROM media
 UNION SELECT thumbnail_sha256 FROM media WHERE thumbnail_sha256 IS NOT NULL
@@ -648,6 +679,47 @@ async def media(conn: Conn, *, sha256: str) -> dict[str, Any] | None:
     """One stored file's record."""
     row = await conn.fetchrow(MEDIA, sha256)
     return None if row is None else dict(row)
+
+
+async def staff_readable_media(
+    conn: Conn, *, sha256: str, every_agency: bool, agency_id: str | None
+) -> dict[str, Any] | None:
+    """The file's record when a report carrying it is one the staff member may see: any
+    report with ``every_agency``, else one assigned to ``agency_id``; None otherwise (and
+    when unknown)."""
+    row = await conn.fetchrow(STAFF_READABLE_MEDIA, sha256, every_agency, agency_id)
+    return None if row is None else dict(row)
+
+
+async def public_readable_media(
+    conn: Conn, *, sha256: str, published: Sequence[str]
+) -> dict[str, Any] | None:
+    """The file's record when a public report in a ``published`` state carrying it released
+    it to the public; None otherwise (and when unknown)."""
+    row = await conn.fetchrow(PUBLIC_READABLE_MEDIA, sha256, list(published))
+    return None if row is None else dict(row)
+
+
+async def released_media_of(
+    conn: Conn, *, report_id: uuid.UUID, published: Sequence[str]
+) -> list[dict[str, Any]]:
+    """The files of a report the public may read (same rule as ``public_readable_media``),
+    in upload order; none unless the report is public and in a ``published`` state."""
+    return [dict(r) for r in await conn.fetch(RELEASED_MEDIA_OF, report_id, list(published))]
+
+
+async def attached_media_for_update(
+    conn: Conn, *, report_id: uuid.UUID, sha256: str
+) -> dict[str, Any] | None:
+    """A file of a report with its ``public`` flag, the link locked; call inside a
+    transaction. None when the report does not carry the file."""
+    row = await conn.fetchrow(ATTACHED_MEDIA_FOR_UPDATE, report_id, sha256)
+    return None if row is None else dict(row)
+
+
+async def set_media_public(conn: Conn, *, report_id: uuid.UUID, sha256: str, public: bool) -> None:
+    """Release a report's file to the public, or withdraw it."""
+    await conn.execute(SET_MEDIA_PUBLIC, report_id, sha256, public)
 
 
 async def stored_digests(conn: Conn) -> set[str]:

@@ -12,6 +12,7 @@ from pydantic import (
     ConfigDict,
     EmailStr,
     Field,
+    StrictBool,
     field_validator,
     model_validator,
 )
@@ -115,6 +116,16 @@ class ReportIn(BaseModel):
             return normalize_description(value)
         except RuleViolation as exc:
             raise ValueError(exc.message) from exc
+
+
+class MediaVisibilityIn(BaseModel):
+    """Whether a report's file is released to the public (coordinator only)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    public: StrictBool = Field(
+        description="true: anyone may read the file while the report is published and public"
+    )
 
 
 class Accepted(BaseModel):
