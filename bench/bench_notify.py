@@ -1,7 +1,8 @@
 """Delivery throughput and latency of the notify dispatcher on real PostgreSQL.
 
-Run: ``uv run --frozen python bench/bench_notify.py`` (20,000 deliveries per scenario, about
-4 minutes on 2 cores), ``--deliveries 5000 --no-drain`` for a quick look.
+Run: ``uv run --frozen python bench/bench_notify.py`` (offers 1,000 deliveries/s, 20,000 per
+scenario; each scenario stops after ``--scenario-timeout`` s, so at most ~10 minutes), or on a
+busy machine ``--rate 100 --deliveries 3000`` (how bench/results/notify.json was made).
 
 Starts its own PostgreSQL with ``paht_devenv`` in a temporary directory (notify's migrations
 applied) and three kinds of process, so each one's CPU is its own:
