@@ -1,10 +1,17 @@
 """Idempotent event handling shared by the faust agents and the aiokafka consumers.
 
-For each record: decode it, then in one database transaction claim it in the inbox and run
-the handler. The caller commits the Kafka offset only after this returns. A record that
-cannot be decoded, or whose handler keeps failing, goes to ``<topic>.dlq`` with the reason
-in its headers; losing the database is not the record's fault, so those errors propagate
-and the offset stays uncommitted.
+Records come in batches: what one poll returned, grouped by partition. Each partition's batch
+is handled in order in ONE database transaction: the inbox claims of all its events in one
+statement, the handler for each event claimed for the first time, one commit. Partitions run
+concurrently, each on its own connection. The caller commits a partition's Kafka offset
+only after its transaction committed.
+
+A record that cannot be decoded goes to ``<topic>.dlq`` with the reason in its headers,
+after the batch's transaction committed. A handler that raises rolls its batch back; the
+batch is then handled again record by record (``process``), so only the poison record is
+dead-lettered (after ``attempts`` tries) and nothing else is lost or doubled. Losing the
+database is not the record's fault, so those errors propagate and the offset stays
+uncommitted.
 """
 
 from __future__ import annotations
@@ -12,16 +19,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import Literal
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Literal
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError
 
 from paht_common.clock import utcnow
 from paht_common.db import Conn
 from paht_common.events import Envelope, Payload
-from paht_common.inbox import claim
+from paht_common.inbox import claim, claim_many
 from paht_common.kafka import RawRecord, UndecodableRecord, decode
 from paht_common.logging import bind_event
 from paht_common.metrics import (
@@ -116,6 +124,73 @@ class EventProcessor:
             await self._to_dead_letters(record, f"handler failed: {last_error!r}")
             return "dead_lettered"
 
+    async def process_batch(self, records: Sequence[RawRecord]) -> list[Outcome]:
+        """Handle one partition's records, in order, in one transaction; their outcomes.
+
+        Infrastructure errors propagate (nothing of the batch is committed then).
+        """
+        started = time.perf_counter()
+        outcomes: list[Outcome | None] = [None] * len(records)
+        decoded: list[tuple[int, Envelope[Payload]]] = []
+        poison: list[tuple[int, str]] = []
+        for index, record in enumerate(records):
+            try:
+                decoded.append((index, decode(record)))
+            except UndecodableRecord as exc:
+                poison.append((index, f"undecodable: {exc}"))
+        try:
+            handled = await self._handle_together(decoded)
+        except INFRASTRUCTURE_ERRORS:
+            raise
+        except Exception as exc:
+            # one handler failed and rolled the whole batch back: go one by one, so only the
+            # poison record is retried and dead-lettered
+            CONSUMER_FAILURES.labels(self.consumer, records[0].topic).inc()
+            logger.warning(
+                "batch of %s records from %s[%s] failed (%r); handling them one by one",
+                len(records),
+                records[0].topic,
+                records[0].partition,
+                exc,
+            )
+            for index, _ in decoded:
+                outcomes[index] = await self.process(records[index])
+        else:
+            elapsed = time.perf_counter() - started
+            for index, outcome in handled:
+                outcomes[index] = outcome
+                CONSUMED.labels(self.consumer, records[index].topic, outcome).inc()
+                HANDLE_SECONDS.labels(self.consumer).observe(elapsed / max(len(handled), 1))
+            now = utcnow()
+            for index, envelope in decoded:
+                if outcomes[index] == "handled":
+                    age = (now - envelope.occurred_at).total_seconds()
+                    END_TO_END_SECONDS.labels(self.consumer).observe(max(age, 0.0))
+        for index, reason in poison:
+            await self._to_dead_letters(records[index], reason)
+            outcomes[index] = "dead_lettered"
+        return [o if o is not None else "dead_lettered" for o in outcomes]
+
+    async def _handle_together(
+        self, decoded: list[tuple[int, Envelope[Payload]]]
+    ) -> list[tuple[int, Outcome]]:
+        if not decoded:
+            return []
+        results: list[tuple[int, Outcome]] = []
+        async with self._pool.acquire() as conn, conn.transaction():
+            fresh = await claim_many(
+                conn, consumer=self.consumer, event_ids=[e.event_id for _, e in decoded]
+            )
+            for index, envelope in decoded:
+                if envelope.event_id not in fresh:
+                    results.append((index, "duplicate"))
+                    continue
+                fresh.discard(envelope.event_id)  # a second copy in the batch is a duplicate
+                with bind_event(envelope):
+                    await self._handler(conn, envelope)
+                results.append((index, "handled"))
+        return results
+
     async def _handle(self, envelope: Envelope[Payload]) -> Outcome:
         async with self._pool.acquire() as conn, conn.transaction():
             if not await claim(conn, consumer=self.consumer, event_id=envelope.event_id):
@@ -142,39 +217,60 @@ def producer_dead_letters(producer: AIOKafkaProducer) -> DeadLetterSink:
     return sink
 
 
+def raw_of(message: Any) -> RawRecord:
+    """RawRecord from an aiokafka ConsumerRecord."""
+    return RawRecord(
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        key=message.key,
+        value=message.value,
+        headers=tuple(message.headers or ()),
+    )
+
+
 async def run_consumer(
     consumer: AIOKafkaConsumer,
     processor: EventProcessor,
     *,
     ready: asyncio.Event | None = None,
-    max_records: int = 200,
+    max_records: int = 500,
 ) -> None:
-    """Consume until cancelled, committing each partition's offset after its records commit."""
+    """Consume until cancelled: each poll's partitions concurrently, each partition's records
+    in one transaction, its offset committed after that transaction committed."""
     while True:
         batches = await consumer.getmany(timeout_ms=500, max_records=max_records)
         if ready is not None:
             ready.set()
-        for tp, messages in batches.items():
-            done: int | None = None
-            for message in messages:
-                record = RawRecord(
-                    topic=message.topic,
-                    partition=message.partition,
-                    offset=message.offset,
-                    key=message.key,
-                    value=message.value,
-                    headers=tuple(message.headers or ()),
-                )
-                try:
-                    await processor.process(record)
-                except INFRASTRUCTURE_ERRORS as exc:
-                    logger.warning("infrastructure error, re-reading from last commit: %r", exc)
-                    await _rewind(consumer, tp)
-                    await asyncio.sleep(1.0)
-                    break
-                done = message.offset
-            if done is not None:
-                await consumer.commit({tp: done + 1})
+        if not batches:
+            continue
+        await asyncio.gather(
+            *(
+                _consume_partition(consumer, processor, tp, [raw_of(m) for m in messages])
+                for tp, messages in batches.items()
+            )
+        )
+
+
+async def _consume_partition(
+    consumer: AIOKafkaConsumer,
+    processor: EventProcessor,
+    tp: TopicPartition,
+    records: list[RawRecord],
+) -> None:
+    try:
+        await processor.process_batch(records)
+    except INFRASTRUCTURE_ERRORS as exc:
+        logger.warning("infrastructure error, re-reading %s from last commit: %r", tp, exc)
+        await _rewind(consumer, tp)
+        await asyncio.sleep(1.0)
+        return
+    try:
+        await consumer.commit({tp: records[-1].offset + 1})
+    except (CommitFailedError, IllegalStateError) as exc:
+        # the partition moved to another member mid-batch: it re-reads from the last commit,
+        # and the inbox turns what this batch handled into duplicates there
+        logger.warning("offset of %s not committed (rebalanced): %r", tp, exc)
 
 
 async def _rewind(consumer: AIOKafkaConsumer, tp: TopicPartition) -> None:

@@ -23,6 +23,12 @@ ON CONFLICT DO NOTHING
 RETURNING 1
 """
 
+CLAIM_MANY = """
+INSERT INTO inbox (consumer, event_id) SELECT $1, unnest($2::uuid[])
+ON CONFLICT DO NOTHING
+RETURNING event_id
+"""
+
 PURGE_HANDLED = """
 DELETE FROM inbox WHERE (consumer, event_id) IN (
     SELECT consumer, event_id FROM inbox
@@ -36,6 +42,13 @@ DELETE FROM inbox WHERE (consumer, event_id) IN (
 async def claim(conn: Conn, *, consumer: str, event_id: uuid.UUID) -> bool:
     """True the first time ``consumer`` sees ``event_id``; call inside the handling transaction."""
     return await conn.fetchval(CLAIM, consumer, event_id) is not None
+
+
+async def claim_many(conn: Conn, *, consumer: str, event_ids: list[uuid.UUID]) -> set[uuid.UUID]:
+    """The events ``consumer`` sees for the first time, claimed in one statement; call inside
+    the handling transaction."""
+    rows = await conn.fetch(CLAIM_MANY, consumer, event_ids)
+    return {r["event_id"] for r in rows}
 
 
 async def purge_handled(
