@@ -52,6 +52,8 @@ DOCUMENTED_METRICS: dict[str, frozenset[str]] = {
     "paht_dead_letters_total": frozenset({"consumer", "topic"}),
     "paht_consumer_handle_seconds": frozenset({"consumer"}),
     "paht_event_age_seconds": frozenset({"consumer"}),
+    "paht_consumer_lag_records": frozenset({"consumer_group", "topic", "partition"}),
+    "paht_consumer_lag_scrape_errors_total": frozenset({"consumer_group"}),
     "intake_http_requests_total": frozenset({"method", "route", "status"}),
     "intake_http_request_seconds": frozenset({"method", "route"}),
     "routing_assignments_total": frozenset({"agency", "outcome"}),
@@ -473,6 +475,7 @@ def test_every_alert_has_a_severity_and_a_summary() -> None:
         "PahtOutboxMessagesStale",
         "PahtDeadLettersIncreasing",
         "PahtConsumerFailing",
+        "PahtConsumerLagGrowing",
         "PahtSlaBreachRateHigh",
         "PahtNotifyDeliveriesFailing",
     }

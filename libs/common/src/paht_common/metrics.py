@@ -39,3 +39,13 @@ END_TO_END_SECONDS = Histogram(
     ["consumer"],
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
 )
+CONSUMER_LAG = Gauge(
+    "paht_consumer_lag_records",
+    "Records a consumer group has yet to read: end offset minus committed offset",
+    ["consumer_group", "topic", "partition"],
+)
+CONSUMER_LAG_ERRORS = Counter(
+    "paht_consumer_lag_scrape_errors_total",
+    "Lag polls of a consumer group that failed (retried at the next interval)",
+    ["consumer_group"],
+)

@@ -24,6 +24,7 @@ from paht_common.db import apply_migrations, create_pool
 from paht_common.http import ReadinessCheck, kafka_check, postgres_check
 from paht_common.inbox import purge_forever
 from paht_common.kafka import make_consumer, make_producer
+from paht_common.lag import kafka_lag_monitor
 from paht_common.outbox import OutboxRelay
 from paht_common.settings import BaseServiceSettings
 
@@ -193,6 +194,17 @@ class Runtime:
             await run_consumer(consumer, processor)
 
         self.spawn(f"consumer-{group_id}", loop)
+        self.watch_lag(group_id, topics)
+
+    def watch_lag(self, group_id: str, topics: tuple[str, ...]) -> None:
+        """Publish the lag of consumer group ``group_id`` on ``topics`` (any consumer kind)."""
+        monitor = kafka_lag_monitor(
+            self.settings.kafka_bootstrap,
+            group_id=group_id,
+            topics=topics,
+            interval_seconds=self.settings.consumer_lag_interval_seconds,
+        )
+        self.spawn(f"lag-{group_id}", monitor.run)
 
     def checks(self) -> dict[str, ReadinessCheck]:
         """Readiness checks for the service's PostgreSQL and Kafka."""

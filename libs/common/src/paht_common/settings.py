@@ -43,6 +43,9 @@ class BaseServiceSettings(BaseSettings):
     above the retention of the topics it consumes (7 days here): a duplicate can only come
     from a record Kafka still holds."""
     inbox_purge_interval_seconds: float = Field(600.0, gt=0)
+    consumer_lag_interval_seconds: float = Field(5.0, gt=0)
+    """How often each consumer group's lag is read from the broker into
+    ``paht_consumer_lag_records`` (one admin and one group-less client per group)."""
     outbox_relay: bool = True
     """Relay the outbox to Kafka inside this process; false when ``python -m <service>
     relay`` runs as a process of its own (several API workers, one relay)."""

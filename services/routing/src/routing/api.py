@@ -46,6 +46,7 @@ def build_app(settings: RoutingSettings | None = None) -> FastAPI:
             attach_agent(
                 worker, (REPORT_EVENTS,), rt.processor(CONSUMER, handle), name="route_reports"
             )
+            rt.watch_lag(settings.faust_app_id, (REPORT_EVENTS,))  # faust: group id = app id
             app.state.runtime = rt
             app.include_router(ops_router(rt.checks()))
             async with faust_app_running(worker, stop_timeout=15):

@@ -173,6 +173,7 @@ def build_app(settings: SlaSettings | None = None) -> FastAPI:
                 rt.processor(CONSUMER, handle),
                 name="sla_clocks",
             )
+            rt.watch_lag(settings.faust_app_id, (REPORT_EVENTS, ROUTING_EVENTS))  # group = app id
             rt.spawn(
                 "threshold-scanner",
                 lambda: run_scanner(
