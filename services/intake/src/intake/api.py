@@ -84,6 +84,7 @@ from intake.submit_api import (
 )
 from paht_common.clock import SystemClock, to_local_iso
 from paht_common.db import Conn
+from paht_common.docs import install_docs
 from paht_common.events import Envelope, Payload
 from paht_common.http import DbConn, ops_router
 from paht_common.paging import decode_cursor, encode_cursor
@@ -401,6 +402,7 @@ def build_app(settings: IntakeSettings | None = None) -> IntakeApp:
         lifespan=lifespan,
     )
     install_problem_handlers(app)
+    install_docs(app, "intake")
     submit = SubmitEndpoint(settings=settings, ctx=ctx, apps=apps)
     app.fast_routes["POST", PATH] = RequestLimits(submit, settings=settings, route=PATH)
 

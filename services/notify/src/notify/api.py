@@ -52,6 +52,7 @@ from notify.vapid import vapid_signer
 from notify.working_time import SlaCalendar
 from paht_common.clock import SystemClock
 from paht_common.db import Conn
+from paht_common.docs import install_docs
 from paht_common.events import Envelope, Payload
 from paht_common.http import DbConn, ops_router
 from paht_common.problems import Problem, install_problem_handlers
@@ -199,6 +200,7 @@ def build_app(settings: NotifySettings | None = None) -> FastAPI:
     )
     app.state.authenticator = authenticator
     install_problem_handlers(app)
+    install_docs(app, "notify")
     install_auth_errors(app)
     app.include_router(people_router(settings, lambda: signer.application_server_key))
 

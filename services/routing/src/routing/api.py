@@ -14,6 +14,7 @@ from faust.contrib.asgi import faust_app_running
 
 from paht_common.clock import SystemClock
 from paht_common.db import Conn
+from paht_common.docs import install_docs
 from paht_common.events import Envelope, Payload
 from paht_common.faust_worker import attach_agent, make_faust_app
 from paht_common.http import DbConn, ops_router
@@ -54,6 +55,7 @@ def build_app(settings: RoutingSettings | None = None) -> FastAPI:
 
     app = FastAPI(title="PAHT routing", version="1.0.0", lifespan=lifespan)
     install_problem_handlers(app)
+    install_docs(app, "routing")
 
     @app.get("/v1/assignments/{report_id}", tags=["assignments"])
     async def get_assignments(report_id: uuid.UUID, conn: DbConn) -> dict[str, Any]:

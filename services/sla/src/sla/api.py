@@ -17,6 +17,7 @@ from pydantic import AwareDatetime, BaseModel, Field, field_validator
 
 from paht_common.clock import SystemClock, to_local_iso
 from paht_common.db import Conn
+from paht_common.docs import install_docs
 from paht_common.events import Envelope, Payload
 from paht_common.faust_worker import attach_agent, make_faust_app
 from paht_common.http import DbConn, ops_router
@@ -190,6 +191,7 @@ def build_app(settings: SlaSettings | None = None) -> FastAPI:
 
     app = FastAPI(title="PAHT SLA", version="1.0.0", lifespan=lifespan)
     install_problem_handlers(app)
+    install_docs(app, "sla")
 
     async def require_admin(authorization: Annotated[str | None, Header()] = None) -> None:
         expected = f"Bearer {settings.admin_token}"
