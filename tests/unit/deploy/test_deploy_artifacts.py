@@ -43,10 +43,10 @@ UV_PIN = "uv==0.13.8"
 KAFKA_IMAGE = "apache/kafka:4.1.1"
 
 DOCUMENTED_METRICS: dict[str, frozenset[str]] = {
-    "paht_outbox_published_total": frozenset({"service", "topic"}),
-    "paht_outbox_publish_failures_total": frozenset({"service", "error_type"}),
-    "paht_outbox_backlog": frozenset({"service"}),
-    "paht_outbox_oldest_age_seconds": frozenset({"service"}),
+    "paht_outbox_published_total": frozenset({"outbox", "topic"}),
+    "paht_outbox_publish_failures_total": frozenset({"outbox", "error_type"}),
+    "paht_outbox_backlog": frozenset({"outbox"}),
+    "paht_outbox_oldest_age_seconds": frozenset({"outbox"}),
     "paht_consumer_events_total": frozenset({"consumer", "topic", "outcome"}),
     "paht_consumer_failures_total": frozenset({"consumer", "topic"}),
     "paht_dead_letters_total": frozenset({"consumer", "topic"}),

@@ -1,20 +1,25 @@
-"""Prometheus metrics shared by every service, declared once."""
+"""Prometheus metrics shared by every service, declared once.
+
+No metric declares `job`, `instance` or `service`: Prometheus attaches those to every scraped
+series as target labels (deploy/prometheus), and a clash would rename ours `exported_*`. The
+outbox metrics name their outbox (the owning service) `outbox`.
+"""
 
 from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
 OUTBOX_PUBLISHED = Counter(
-    "paht_outbox_published_total", "Outbox rows relayed to Kafka", ["service", "topic"]
+    "paht_outbox_published_total", "Outbox rows relayed to Kafka", ["outbox", "topic"]
 )
 OUTBOX_FAILURES = Counter(
     "paht_outbox_publish_failures_total",
     "Relay batches that failed to publish",
-    ["service", "error_type"],
+    ["outbox", "error_type"],
 )
-OUTBOX_BACKLOG = Gauge("paht_outbox_backlog", "Outbox rows not yet published", ["service"])
+OUTBOX_BACKLOG = Gauge("paht_outbox_backlog", "Outbox rows not yet published", ["outbox"])
 OUTBOX_AGE = Gauge(
-    "paht_outbox_oldest_age_seconds", "Age of the oldest unpublished outbox row", ["service"]
+    "paht_outbox_oldest_age_seconds", "Age of the oldest unpublished outbox row", ["outbox"]
 )
 CONSUMED = Counter(
     "paht_consumer_events_total",
