@@ -256,3 +256,60 @@ async def test_routed_event_on_kafka_becomes_clocks_served_by_the_api(
     assert ack["due_at"] == "2026-11-30T16:00:00+07:00"
     assert ack["started_at"] == "2026-11-27T16:00:00+07:00"
     assert ack["status"] == "running"
+
+
+async def wait_for_clocks(api: httpx.AsyncClient, rid: uuid.UUID) -> dict[str, Any]:
+    response = await api.get(f"/v1/sla/{rid}")
+    for _ in range(600):  # bounded wait for the worker to join its group and handle the event
+        if response.status_code == 200:
+            break
+        await asyncio.sleep(0.1)
+        response = await api.get(f"/v1/sla/{rid}")
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def road_routed(rid: uuid.UUID, at: datetime) -> Any:
+    payload = ReportRouted(
+        report_id=rid,
+        number=f"BN-{rid.hex[:6]}",
+        agency_id="ubnd-a",
+        agency_name="UBND A",
+        category="INFRA.ROAD",
+        commune_code=None,
+        urgency="normal",
+        rule_id="r1",
+        routed_at=at,
+    )
+    return new_envelope(payload, source="/routing", province="bn")
+
+
+async def test_policy_and_calendar_edits_through_the_api_apply_to_the_next_event(
+    api: httpx.AsyncClient, kafka_bootstrap: str
+) -> None:
+    routed_at = datetime(2026, 11, 27, 16, tzinfo=TZ)
+    first = uuid.uuid4()
+    await publish_event(kafka_bootstrap, ROUTING_EVENTS, road_routed(first, routed_at))
+    assert (await wait_for_clocks(api, first))["policy_id"] == "default-normal"
+
+    target = {"amount": 2, "unit": "working_hours"}
+    policy = {"priority": 1, "category": "INFRA.ROAD", "screening": target}
+    policy |= {"acknowledgement": target, "resolution": target}
+    response = await api.put("/v1/policies/road-fast", json=policy, headers=ADMIN)
+    assert response.status_code == 200, response.text
+    response = await api.put(
+        "/v1/calendar/overrides/2026-11-30",
+        json={"kind": "day_off", "reason": "test day off"},
+        headers=ADMIN,
+    )
+    assert response.status_code == 200, response.text
+
+    second = uuid.uuid4()
+    await publish_event(kafka_bootstrap, ROUTING_EVENTS, road_routed(second, routed_at))
+    body = await wait_for_clocks(api, second)
+    assert body["policy_id"] == "road-fast"
+    assert body["calendar_version"] == response.json()["calendar_version"]
+    ack = next(c for c in body["clocks"] if c["kind"] == "acknowledgement")
+    # Fri 27/11 16:00 + 2 WH: Fri 16-17 1 h, Mon 30/11 off, Tue 1/12 08-09 1 h.
+    assert ack["due_at"] == "2026-12-01T09:00:00+07:00"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from paht_common.clock import Clock as TimeSource
 from paht_common.db import Conn
@@ -22,7 +22,6 @@ from paht_common.events import (
 from paht_common.outbox import add_to_outbox
 from paht_common.topics import SLA_EVENTS
 from sla import repository
-from sla.calendar import BusinessCalendar
 from sla.domain import (
     DEFAULT_MARKS,
     Clock,
@@ -35,6 +34,10 @@ from sla.domain import (
     threshold_instants,
 )
 from sla.metrics import DETECTION_LAG, RECOMPUTES, THRESHOLD_EVENTS
+from sla.projection import ClockRow, ThresholdRow, clocks_to_write, threshold_writes
+from sla.reference import CalendarCache as CalendarCache  # re-exported: api, tests
+from sla.reference import PolicyCache
+from sla.repository import ReportIn
 
 logger = logging.getLogger(__name__)
 
@@ -56,22 +59,6 @@ TRANSITION_FACTS: dict[str, FactKind] = {
 }
 
 
-class CalendarCache:
-    """The business calendar, reloaded when its stored revision changes."""
-
-    def __init__(self) -> None:
-        self._calendar: BusinessCalendar | None = None
-        self._revision = -1
-
-    async def get(self, conn: Conn) -> BusinessCalendar:
-        """Current calendar (one cheap revision query per call)."""
-        revision = await repository.calendar_revision(conn)
-        if self._calendar is None or revision != self._revision:
-            self._calendar = await repository.load_calendar(conn)
-            self._revision = revision
-        return self._calendar
-
-
 @dataclass
 class SlaContext:
     """What the handlers need besides the connection."""
@@ -80,6 +67,7 @@ class SlaContext:
     calendars: CalendarCache
     province: str
     marks: tuple[Mark, ...] = DEFAULT_MARKS
+    policies: PolicyCache = field(default_factory=PolicyCache)
 
 
 # Facts after which the resolution clock is not running anyway (no implicit resume needed).
@@ -147,82 +135,90 @@ async def handle_event(conn: Conn, envelope: Envelope[Payload], *, ctx: SlaConte
     if not facts:
         return
     await repository.lock_report(conn, report_id=p.report_id)
-    if isinstance(p, ReportRouted):
-        await repository.upsert_report(
-            conn,
-            report_id=p.report_id,
+    report: ReportIn | None = None
+    if isinstance(p, ReportRouted | ReportSubmitted):
+        report = ReportIn(
             number=p.number,
             category=p.category,
             urgency=p.urgency,
-            agency_id=p.agency_id,
+            agency_id=p.agency_id if isinstance(p, ReportRouted) else None,
         )
-    elif isinstance(p, ReportSubmitted):
-        # Routing comes after screening, which may reclassify: a submission that arrives
-        # after the routing decision (another topic) must not overwrite it.
-        await repository.insert_report(
-            conn,
-            report_id=p.report_id,
-            number=p.number,
-            category=p.category,
-            urgency=p.urgency,
-        )
-    for i, fact in enumerate(facts):
-        event_id = (
-            envelope.event_id if i == 0 else uuid.uuid5(envelope.event_id, f"fact:{fact.kind}")
-        )
-        await repository.add_fact(conn, event_id=event_id, report_id=p.report_id, fact=fact)
-    await recompute(
-        conn, report_id=p.report_id, trigger=facts[0].kind.value, cause=envelope, ctx=ctx
+    keyed = [
+        (envelope.event_id if i == 0 else uuid.uuid5(envelope.event_id, f"fact:{fact.kind}"), fact)
+        for i, fact in enumerate(facts)
+    ]
+    # Routing comes after screening, which may reclassify: a submission that arrives after
+    # the routing decision (another topic) must not overwrite it.
+    state = await repository.record_and_load(
+        conn,
+        report_id=p.report_id,
+        report=report,
+        overwrite=isinstance(p, ReportRouted),
+        facts=keyed,
+    )
+    await _recompute(
+        conn, state, report_id=p.report_id, trigger=facts[0].kind.value, cause=envelope, ctx=ctx
     )
 
 
 async def recompute(
     conn: Conn, *, report_id: uuid.UUID, trigger: str, cause: Envelope[Payload], ctx: SlaContext
 ) -> list[Clock] | None:
-    """Recompute, store and announce the clocks of a report."""
-    report = await repository.get_report(conn, report_id=report_id)
+    """Recompute, store and announce the clocks of a report; call after ``lock_report``."""
+    state = await repository.record_and_load(conn, report_id=report_id)
+    return await _recompute(conn, state, report_id=report_id, trigger=trigger, cause=cause, ctx=ctx)
+
+
+async def _recompute(
+    conn: Conn,
+    state: repository.EventState,
+    *,
+    report_id: uuid.UUID,
+    trigger: str,
+    cause: Envelope[Payload],
+    ctx: SlaContext,
+) -> list[Clock] | None:
+    report = state.report
     if report is None:
         return None  # nothing known yet; the submission or routing event will recompute
-    calendar = await ctx.calendars.get(conn)
+    calendar = await ctx.calendars.at(conn, revision=state.calendar_revision)
     math = ClockMath(calendar)
-    facts = await repository.facts_of(conn, report_id=report_id)
     # The latest routing decides the agency, whichever event arrived last.
-    agency_id: str | None = _current_agency(facts) or report["agency_id"]
+    agency_id: str | None = _current_agency(state.facts) or report.agency_id
     policy = choose_policy(
-        await repository.load_policies(conn),
-        category=report["category"],
-        urgency=report["urgency"],
+        await ctx.policies.at(conn, revision=state.policy_revision),
+        category=report.category,
+        urgency=report.urgency,
         agency_id=agency_id,
     )
-    clocks = compute_clocks(facts, policy, math)
+    clocks = compute_clocks(state.facts, policy, math)
     now = ctx.clock.now()
-    breached: dict[str, bool] = {
-        c.kind: c.breached_at(now) for c in clocks if c.status != "running"
-    }
-    # Lock order thresholds -> clocks, the scanner's order, so the two cannot deadlock.
-    await repository.replace_pending_thresholds(
-        conn, report_id=report_id, instants=threshold_instants(clocks, ctx.marks, math)
-    )
-    await repository.save_clocks(
+    rows = [
+        ClockRow.of(
+            c,
+            breached=c.status != "running" and c.breached_at(now),
+            calendar_version=calendar.version,
+        )
+        for c in clocks
+    ]
+    wanted = [ThresholdRow.of(t) for t in threshold_instants(clocks, ctx.marks, math)]
+    await repository.write_projection(
         conn,
         report_id=report_id,
-        clocks=clocks,
-        breached=breached,
+        thresholds=threshold_writes(state.thresholds, wanted),
+        clocks=clocks_to_write(state.clocks, rows),
         calendar_version=calendar.version,
-    )
-    await repository.set_report_policy(
-        conn,
-        report_id=report_id,
         policy_id=policy.id,
-        calendar_version=calendar.version,
         agency_id=agency_id,
+        report_changed=(report.policy_id, report.calendar_version, report.agency_id)
+        != (policy.id, calendar.version, agency_id or report.agency_id),
     )
     changed = SlaClocksChanged(
         report_id=report_id,
         trigger=trigger,
-        number=report["number"],
+        number=report.number,
         agency_id=agency_id,
-        category=report["category"],
+        category=report.category,
         policy_id=policy.id,
         calendar_version=calendar.version,
         clocks=[

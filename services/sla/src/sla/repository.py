@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date, datetime, time
 from typing import Any
 
@@ -18,7 +19,8 @@ from sla.calendar import (
     Season,
     Unit,
 )
-from sla.domain import Clock, Fact, FactKind, Policy, Target, ThresholdInstant
+from sla.domain import Fact, FactKind, Policy, Target
+from sla.projection import ClockRow, StoredThreshold, ThresholdRow, ThresholdWrites
 
 # --- calendar ---------------------------------------------------------------------------
 
@@ -200,60 +202,104 @@ async def upsert_policy(conn: Conn, *, policy: Policy) -> int:
 
 # --- reports, facts, clocks -------------------------------------------------------------
 
-UPSERT_REPORT = """
-INSERT INTO sla_reports (report_id, number, category, urgency, agency_id)
-VALUES ($1, $2, $3, $4, $5)
-ON CONFLICT (report_id) DO UPDATE SET
-    number = EXCLUDED.number, category = EXCLUDED.category, urgency = EXCLUDED.urgency,
-    agency_id = coalesce(EXCLUDED.agency_id, sla_reports.agency_id), updated_at = now()
+# One statement records what an event says (the report, its facts) and loads all that its
+# recomputation needs. It runs after the report's advisory lock, so its snapshot holds every
+# earlier event of the report; the rows it writes itself it reads from RETURNING, because a
+# statement does not see its own writes. The submission (overwrite false) never replaces a
+# routing decision; a transition ($2 null) writes no report.
+RECORD_AND_LOAD = """
+WITH report_write AS (
+    INSERT INTO sla_reports AS r (report_id, number, category, urgency, agency_id)
+    SELECT $1, $2, $3, $4, $5 WHERE $2::text IS NOT NULL
+    ON CONFLICT (report_id) DO UPDATE SET
+        number = EXCLUDED.number, category = EXCLUDED.category, urgency = EXCLUDED.urgency,
+        agency_id = coalesce(EXCLUDED.agency_id, r.agency_id), updated_at = now()
+    WHERE $6::boolean
+    RETURNING number, category, urgency, agency_id, policy_id, calendar_version
+), fact_write AS (
+    INSERT INTO sla_facts (event_id, report_id, kind, at, seq, agency_id, extension_days)
+    SELECT f.event_id, $1, f.kind, f.at, f.seq, f.agency_id, f.extension_days
+    FROM unnest($7::uuid[], $8::text[], $9::timestamptz[], $10::bigint[], $11::text[],
+                $12::numeric[]) AS f(event_id, kind, at, seq, agency_id, extension_days)
+    ON CONFLICT (event_id) DO NOTHING
+    RETURNING kind, at, seq, agency_id, extension_days
+), report AS (
+    SELECT number, category, urgency, agency_id, policy_id, calendar_version FROM report_write
+    UNION ALL
+    SELECT number, category, urgency, agency_id, policy_id, calendar_version
+    FROM sla_reports WHERE report_id = $1 AND NOT EXISTS (SELECT FROM report_write)
+)
+SELECT (SELECT revision FROM calendar_revision) AS calendar_revision,
+       (SELECT revision FROM policy_revision) AS policy_revision,
+       r.number, r.category, r.urgency, r.agency_id, r.policy_id, r.calendar_version,
+       ARRAY(SELECT f FROM (SELECT kind, at, seq, agency_id, extension_days
+                            FROM sla_facts WHERE report_id = $1
+                            UNION ALL
+                            SELECT kind, at, seq, agency_id, extension_days FROM fact_write) f
+             ORDER BY f.at, f.seq) AS facts,
+       ARRAY(SELECT c FROM (SELECT kind, generation, status, amount, unit, agency_id,
+                                   started_at, stopped_at, due_at, consumed_s, breached,
+                                   calendar_version
+                            FROM clocks WHERE report_id = $1) c) AS clocks,
+       ARRAY(SELECT t FROM (SELECT clock, generation, mark, percent, level, fire_at, due_at,
+                                   fired_at IS NOT NULL
+                            FROM thresholds WHERE report_id = $1) t) AS thresholds
+FROM (SELECT) AS one LEFT JOIN report r ON true
 """
-INSERT_REPORT = """
-INSERT INTO sla_reports (report_id, number, category, urgency) VALUES ($1, $2, $3, $4)
-ON CONFLICT (report_id) DO NOTHING
+# One statement writes what a recomputation changed. Thresholds before clocks, the
+# scanner's lock order (it holds a threshold, then marks the breach on the clock), so the
+# two cannot deadlock: the clock upsert reads from the threshold writes' counts, which
+# makes them run to completion first. Fired thresholds are never rewritten, and a finished
+# clock (same generation, still finished) keeps its due instant, verdict and calendar
+# version: later facts and calendar edits never rewrite past statistics.
+WRITE_PROJECTION = """
+WITH stale AS (
+    DELETE FROM thresholds t
+    USING unnest($2::text[], $3::int[], $4::text[]) AS s(clock, generation, mark)
+    WHERE t.report_id = $1 AND t.clock = s.clock AND t.generation = s.generation
+      AND t.mark = s.mark AND t.fired_at IS NULL
+    RETURNING 1
+), fresh AS (
+    INSERT INTO thresholds AS t (report_id, clock, generation, mark, percent, level, fire_at,
+                                 due_at)
+    SELECT $1, u.* FROM unnest($5::text[], $6::int[], $7::text[], $8::int[], $9::text[],
+                               $10::timestamptz[], $11::timestamptz[]) AS u
+    ON CONFLICT (report_id, clock, generation, mark) DO UPDATE SET
+        percent = EXCLUDED.percent, level = EXCLUDED.level, fire_at = EXCLUDED.fire_at,
+        due_at = EXCLUDED.due_at
+    WHERE t.fired_at IS NULL
+    RETURNING 1
+), clock_write AS (
+    INSERT INTO clocks AS c (report_id, kind, generation, status, amount, unit, agency_id,
+                             started_at, stopped_at, due_at, consumed_s, breached,
+                             calendar_version)
+    SELECT $1, u.*, $23 FROM unnest($12::text[], $13::int[], $14::text[], $15::numeric[],
+                                    $16::text[], $17::text[], $18::timestamptz[],
+                                    $19::timestamptz[], $20::timestamptz[], $21::float8[],
+                                    $22::boolean[]) AS u
+    WHERE (SELECT count(*) FROM stale) + (SELECT count(*) FROM fresh) >= 0
+    ON CONFLICT (report_id, kind) DO UPDATE SET
+        generation = EXCLUDED.generation, status = EXCLUDED.status, amount = EXCLUDED.amount,
+        unit = EXCLUDED.unit, agency_id = EXCLUDED.agency_id,
+        started_at = EXCLUDED.started_at, stopped_at = EXCLUDED.stopped_at,
+        due_at = EXCLUDED.due_at, consumed_s = EXCLUDED.consumed_s,
+        breached = EXCLUDED.breached OR (c.breached AND c.generation = EXCLUDED.generation),
+        calendar_version = EXCLUDED.calendar_version
+    WHERE NOT (c.status IN ('stopped', 'cancelled') AND c.status = EXCLUDED.status
+               AND c.generation = EXCLUDED.generation)
+    RETURNING 1
+)
+UPDATE sla_reports SET policy_id = $24, calendar_version = $23,
+    agency_id = coalesce($25, agency_id), updated_at = now()
+WHERE report_id = $1 AND $26::boolean
 """
 REPORT = "SELECT * FROM sla_reports WHERE report_id = $1"
 LOCK_REPORT = "SELECT pg_advisory_xact_lock(hashtextextended($1::text, 0))"
-SET_REPORT_POLICY = """
-UPDATE sla_reports SET policy_id = $2, calendar_version = $3,
-    agency_id = coalesce($4, agency_id), updated_at = now()
-WHERE report_id = $1
-"""
-INSERT_FACT = """
-INSERT INTO sla_facts (event_id, report_id, kind, at, seq, agency_id, extension_days)
-VALUES ($1, $2, $3, $4, $5, $6, $7)
-ON CONFLICT (event_id) DO NOTHING
-"""
-FACTS = """
-SELECT kind, at, seq, agency_id, extension_days FROM sla_facts
-WHERE report_id = $1 ORDER BY at, seq
-"""
-UPSERT_CLOCK = """
-INSERT INTO clocks (report_id, kind, generation, status, amount, unit, agency_id, started_at,
-                    stopped_at, due_at, consumed_s, breached, calendar_version)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
-ON CONFLICT (report_id, kind) DO UPDATE SET
-    generation = EXCLUDED.generation, status = EXCLUDED.status, amount = EXCLUDED.amount,
-    unit = EXCLUDED.unit, agency_id = EXCLUDED.agency_id, started_at = EXCLUDED.started_at,
-    stopped_at = EXCLUDED.stopped_at, due_at = EXCLUDED.due_at,
-    consumed_s = EXCLUDED.consumed_s,
-    breached = EXCLUDED.breached OR (clocks.breached AND clocks.generation = EXCLUDED.generation),
-    calendar_version = EXCLUDED.calendar_version
--- A finished clock (same generation, still finished) keeps its due instant, verdict and
--- calendar version: later facts and calendar edits never rewrite past statistics.
-WHERE NOT (clocks.status IN ('stopped', 'cancelled') AND clocks.status = EXCLUDED.status
-           AND clocks.generation = EXCLUDED.generation)
-"""
 CLOCKS_OF = """
 SELECT kind, generation, status, amount, unit, agency_id, started_at, stopped_at, due_at,
        consumed_s, breached, calendar_version
 FROM clocks WHERE report_id = $1
 ORDER BY array_position(ARRAY['screening','acknowledgement','resolution'], kind)
-"""
-DELETE_PENDING_THRESHOLDS = "DELETE FROM thresholds WHERE report_id = $1 AND fired_at IS NULL"
-INSERT_THRESHOLD = """
-INSERT INTO thresholds (report_id, clock, generation, mark, percent, level, fire_at, due_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-ON CONFLICT (report_id, clock, generation, mark) DO NOTHING
 """
 CLAIM_DUE_THRESHOLDS = """
 SELECT t.report_id, t.clock, t.generation, t.mark, t.percent, t.level, t.fire_at, t.due_at,
@@ -289,121 +335,169 @@ async def lock_report(conn: Conn, *, report_id: uuid.UUID) -> None:
     await conn.execute(LOCK_REPORT, str(report_id))
 
 
-async def upsert_report(
+@dataclass(frozen=True)
+class ReportIn:
+    """What an event says of its report."""
+
+    number: str
+    category: str
+    urgency: str
+    agency_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ReportState:
+    """The SLA's record of a report."""
+
+    number: str
+    category: str
+    urgency: str
+    agency_id: str | None
+    policy_id: str | None
+    calendar_version: str | None
+
+
+@dataclass(frozen=True)
+class EventState:
+    """A report as its recomputation needs it, with the reference data revisions."""
+
+    calendar_revision: int
+    policy_revision: int
+    report: ReportState | None
+    facts: list[Fact]
+    clocks: dict[str, ClockRow]
+    thresholds: list[StoredThreshold]
+
+
+def _clock_row(r: Any) -> ClockRow:
+    (kind, generation, status, amount, unit, agency_id, started, stopped, due, consumed,
+     breached, calendar_version) = r  # fmt: skip
+    return ClockRow(
+        kind=kind,
+        generation=generation,
+        status=status,
+        amount=float(amount),
+        unit=unit,
+        agency_id=agency_id,
+        started_at=started,
+        stopped_at=stopped,
+        due_at=due,
+        consumed_s=float(consumed),
+        breached=breached,
+        calendar_version=calendar_version,
+    )
+
+
+async def record_and_load(
     conn: Conn,
     *,
     report_id: uuid.UUID,
-    number: str,
-    category: str,
-    urgency: str,
+    report: ReportIn | None = None,
+    overwrite: bool = False,
+    facts: Sequence[tuple[uuid.UUID, Fact]] = (),
+) -> EventState:
+    """Store the report (``overwrite``: replace what is known) and the facts keyed by event
+    id, once each, then everything known of the report; call after ``lock_report``."""
+    row = await conn.fetchrow(
+        RECORD_AND_LOAD,
+        report_id,
+        report.number if report else None,
+        report.category if report else None,
+        report.urgency if report else None,
+        report.agency_id if report else None,
+        overwrite,
+        [event_id for event_id, _ in facts],
+        [f.kind.value for _, f in facts],
+        [f.at for _, f in facts],
+        [f.seq for _, f in facts],
+        [f.agency_id for _, f in facts],
+        [f.extension_days for _, f in facts],
+    )
+    assert row is not None
+    state = None
+    if row["number"] is not None:
+        state = ReportState(
+            number=row["number"],
+            category=row["category"],
+            urgency=row["urgency"],
+            agency_id=row["agency_id"],
+            policy_id=row["policy_id"],
+            calendar_version=row["calendar_version"],
+        )
+    return EventState(
+        calendar_revision=int(row["calendar_revision"]),
+        policy_revision=int(row["policy_revision"]),
+        report=state,
+        facts=[
+            Fact(
+                kind=FactKind(kind),
+                at=at,
+                seq=seq,
+                agency_id=agency_id,
+                extension_days=float(days),
+            )
+            for kind, at, seq, agency_id, days in row["facts"]
+        ],
+        clocks={c.kind: c for c in map(_clock_row, row["clocks"])},
+        thresholds=[
+            StoredThreshold(ThresholdRow(clock, gen, mark, percent, level, fire_at, due_at), fired)
+            for clock, gen, mark, percent, level, fire_at, due_at, fired in row["thresholds"]
+        ],
+    )
+
+
+async def write_projection(
+    conn: Conn,
+    *,
+    report_id: uuid.UUID,
+    thresholds: ThresholdWrites,
+    clocks: Sequence[ClockRow],
+    calendar_version: str,
+    policy_id: str,
     agency_id: str | None,
-) -> None:
-    """Remember (or update) what the SLA needs of a report."""
-    await conn.execute(UPSERT_REPORT, report_id, number, category, urgency, agency_id)
-
-
-async def insert_report(
-    conn: Conn, *, report_id: uuid.UUID, number: str, category: str, urgency: str
-) -> None:
-    """Remember a report unless already known (never overwrites a routing decision)."""
-    await conn.execute(INSERT_REPORT, report_id, number, category, urgency)
+    report_changed: bool,
+) -> bool:
+    """Apply what a recomputation changed in one statement (none when nothing did);
+    inside the transaction that holds the report's lock. True when it wrote."""
+    if not (thresholds or clocks or report_changed):
+        return False
+    stale, fresh = thresholds.stale, thresholds.upserts
+    await conn.execute(
+        WRITE_PROJECTION,
+        report_id,
+        [k[0] for k in stale],
+        [k[1] for k in stale],
+        [k[2] for k in stale],
+        [t.clock for t in fresh],
+        [t.generation for t in fresh],
+        [t.mark for t in fresh],
+        [t.percent for t in fresh],
+        [t.level for t in fresh],
+        [t.fire_at for t in fresh],
+        [t.due_at for t in fresh],
+        [c.kind for c in clocks],
+        [c.generation for c in clocks],
+        [c.status for c in clocks],
+        [c.amount for c in clocks],
+        [c.unit for c in clocks],
+        [c.agency_id for c in clocks],
+        [c.started_at for c in clocks],
+        [c.stopped_at for c in clocks],
+        [c.due_at for c in clocks],
+        [c.consumed_s for c in clocks],
+        [c.breached for c in clocks],
+        calendar_version,
+        policy_id,
+        agency_id,
+        report_changed,
+    )
+    return True
 
 
 async def get_report(conn: Conn, *, report_id: uuid.UUID) -> dict[str, Any] | None:
     """The SLA's record of a report."""
     row = await conn.fetchrow(REPORT, report_id)
     return None if row is None else dict(row)
-
-
-async def set_report_policy(
-    conn: Conn,
-    *,
-    report_id: uuid.UUID,
-    policy_id: str,
-    calendar_version: str,
-    agency_id: str | None = None,
-) -> None:
-    """Record the policy, calendar version and (when given) agency the clocks were computed with."""
-    await conn.execute(SET_REPORT_POLICY, report_id, policy_id, calendar_version, agency_id)
-
-
-async def add_fact(conn: Conn, *, event_id: uuid.UUID, report_id: uuid.UUID, fact: Fact) -> None:
-    """Store a fact once (keyed by the event that carried it)."""
-    await conn.execute(
-        INSERT_FACT,
-        event_id,
-        report_id,
-        fact.kind.value,
-        fact.at,
-        fact.seq,
-        fact.agency_id,
-        fact.extension_days,
-    )
-
-
-async def facts_of(conn: Conn, *, report_id: uuid.UUID) -> list[Fact]:
-    """Every fact of a report in time order."""
-    return [
-        Fact(
-            kind=FactKind(r["kind"]),
-            at=r["at"],
-            seq=r["seq"],
-            agency_id=r["agency_id"],
-            extension_days=float(r["extension_days"]),
-        )
-        for r in await conn.fetch(FACTS, report_id)
-    ]
-
-
-async def save_clocks(
-    conn: Conn,
-    *,
-    report_id: uuid.UUID,
-    clocks: Sequence[Clock],
-    breached: dict[str, bool],
-    calendar_version: str,
-) -> None:
-    """Write the computed clocks."""
-    for c in clocks:
-        await conn.execute(
-            UPSERT_CLOCK,
-            report_id,
-            c.kind,
-            c.generation,
-            c.status,
-            c.amount,
-            c.unit.value,
-            c.agency_id,
-            c.started_at,
-            c.stopped_at,
-            c.due_at,
-            c.consumed_s,
-            breached.get(c.kind, False),
-            calendar_version,
-        )
-
-
-async def replace_pending_thresholds(
-    conn: Conn, *, report_id: uuid.UUID, instants: Sequence[ThresholdInstant]
-) -> None:
-    """Drop unfired thresholds and insert the current ones (fired ones never fire again)."""
-    await conn.execute(DELETE_PENDING_THRESHOLDS, report_id)
-    await conn.executemany(
-        INSERT_THRESHOLD,
-        [
-            (
-                report_id,
-                t.clock,
-                t.generation,
-                t.mark.key,
-                t.mark.percent,
-                t.mark.level,
-                t.fire_at,
-                t.due_at,
-            )
-            for t in instants
-        ],
-    )
 
 
 async def clocks_of(conn: Conn, *, report_id: uuid.UUID) -> list[dict[str, Any]]:
