@@ -24,6 +24,9 @@ logger = logging.getLogger(__name__)
 
 USER_AGENT = "PAHT-Notify/1.0"
 ERROR_EXCERPT_BYTES = 256
+DRAIN_BYTES = 4096
+"""A 2xx body is read up to this size so the connection can serve the next delivery."""
+DRAIN_SECONDS = 1.0
 
 
 def signed_headers(secret: str, *, msg_id: str, timestamp: datetime, body: str) -> dict[str, str]:
@@ -92,7 +95,7 @@ class WebhookChannel:
     async def _post(self, url: str, content: bytes, headers: dict[str, str]) -> AttemptResult:
         # httpx timeouts are per phase; the outer limit bounds a receiver that drips bytes
         async with (
-            asyncio.timeout(self._timeout),
+            asyncio.timeout(self._timeout) as limit,
             self._client.stream("POST", url, content=content, headers=headers) as response,
         ):
             verdict = classify_http_status(response.status_code)
@@ -100,12 +103,33 @@ class WebhookChannel:
                 response.headers.get("retry-after"), now=self._clock.now()
             )
             error = None
-            if verdict != "delivered":
+            if verdict == "delivered":
+                limit.reschedule(None)  # answered: reading the body never makes it a retry
+                await drain(response)
+            else:
                 excerpt = await _excerpt(response)
                 error = f"HTTP {response.status_code}" + (f": {excerpt}" if excerpt else "")
         return AttemptResult(
             verdict, status_code=response.status_code, retry_after=retry_after, error=error
         )
+
+
+async def drain(response: httpx.Response) -> None:
+    """Read an accepted answer's body (at most ``DRAIN_BYTES``, ``DRAIN_SECONDS``).
+
+    A response read to its end hands its connection back to the pool (keep-alive); one left
+    unread, or longer than the bound, makes httpcore close the connection instead. Errors
+    here never change the verdict.
+    """
+    read = 0
+    try:
+        async with asyncio.timeout(DRAIN_SECONDS):
+            async for part in response.aiter_raw():
+                read += len(part)
+                if read > DRAIN_BYTES:
+                    break
+    except (TimeoutError, httpx.HTTPError):
+        pass
 
 
 async def _excerpt(response: httpx.Response) -> str:

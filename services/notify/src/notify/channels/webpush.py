@@ -10,6 +10,7 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from notify.channels.egress import TargetRefused
+from notify.channels.webhook import drain
 from notify.domain import (
     WEB_PUSH,
     AttemptResult,
@@ -160,7 +161,7 @@ class WebPushChannel:
 
     async def _post(self, url: str, content: bytes, headers: dict[str, str]) -> AttemptResult:
         async with (
-            asyncio.timeout(self._timeout),
+            asyncio.timeout(self._timeout) as limit,
             self._client.stream("POST", url, content=content, headers=headers) as response,
         ):
             code = response.status_code
@@ -169,7 +170,10 @@ class WebPushChannel:
                 response.headers.get("retry-after"), now=self._clock.now()
             )
             error = None
-            if verdict != "delivered":
+            if verdict == "delivered":
+                limit.reschedule(None)  # accepted: reading the body never makes it a retry
+                await drain(response)  # keeps the connection for the next message
+            else:
                 excerpt = await _excerpt(response)
                 error = f"HTTP {code} ({_meaning(code)})" + (f": {excerpt}" if excerpt else "")
         return AttemptResult(verdict, status_code=code, retry_after=retry_after, error=error)
