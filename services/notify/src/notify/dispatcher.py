@@ -5,10 +5,15 @@ Invariants:
   is committed before anything is sent, so two dispatchers never send it concurrently and a
   dispatcher that dies mid-send leaves it to be retried once the lease lapses.
 - Outcomes are stored fenced by the attempt number, so a late answer cannot overwrite a
-  newer attempt.
+  newer attempt. They are stored in batches (``Recorder``: one transaction for the outcomes
+  that finished within a few ms); a send keeps its slot until its outcome is stored, and an
+  outcome lost (crash, database away) only means the lease lapses and the delivery is sent
+  again, with the same id.
 - Sends run concurrently, at most ``max_in_flight`` overall and
   ``max_in_flight_per_subscription`` per endpoint: a slow endpoint holds only its own slots.
 - New deliveries wake the dispatcher through LISTEN/NOTIFY; polling is only the fallback.
+  After a claim that took something the loop claims again at once; only an empty claim asks
+  when the next delivery is due (and refreshes the pending gauge, else every few seconds).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import asyncpg
 from notify import repository
 from notify.channels.base import Channel
 from notify.domain import AttemptResult, ClaimedDelivery, Decision, RetryPolicy, decide
-from notify.handlers import Breaker, record_attempt
+from notify.handlers import Breaker, record_attempts
 from notify.metrics import DELIVERIES, DELIVERY_SECONDS, PENDING
 from notify.settings import NotifySettings
 from paht_common.consumer import INFRASTRUCTURE_ERRORS
@@ -37,6 +42,116 @@ logger = logging.getLogger(__name__)
 DATABASE_ERRORS: tuple[type[BaseException], ...] = (*INFRASTRUCTURE_ERRORS, asyncpg.PostgresError)
 MIN_WAIT_SECONDS = 0.05
 RECORD_ATTEMPTS = 3
+RECORD_BATCH = 200
+"""Most outcomes written in one transaction."""
+RECORD_GATHER_SECONDS = 0.005
+"""How long the recorder waits after a first outcome for others to share its transaction."""
+GAUGE_SECONDS = 5.0
+"""Refresh of the pending gauge while claims keep finding work."""
+
+
+Outcome = tuple[ClaimedDelivery, Decision, "asyncio.Future[bool | None]"]
+"""An attempt's outcome waiting for its batch, and the future its send awaits."""
+
+
+class Recorder:
+    """Stores attempts' outcomes in batches, one transaction per batch (``record``).
+
+    The first outcome starts a batch; those finishing within ``gather_seconds`` (or while the
+    previous batch is written) join it, up to ``max_batch``. A batch that cannot be written
+    after ``RECORD_ATTEMPTS`` tries is dropped: its deliveries are sent again once their
+    leases lapse (at-least-once, same id).
+    """
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        breaker: Breaker | None,
+        *,
+        max_batch: int = RECORD_BATCH,
+        gather_seconds: float = RECORD_GATHER_SECONDS,
+        retry_pause: float = 0.5,
+    ) -> None:
+        self._pool = pool
+        self._breaker = breaker
+        self._max_batch = max_batch
+        self._gather = gather_seconds
+        self._retry_pause = retry_pause
+        self._queue: list[Outcome] = []
+        self._arrived = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self._closing = False
+
+    async def record(self, delivery: ClaimedDelivery, decision: Decision) -> bool | None:
+        """Store an outcome with the next batch; True stored, False the row moved on, None lost."""
+        stored: asyncio.Future[bool | None] = asyncio.get_running_loop().create_future()
+        self._queue.append((delivery, decision, stored))
+        self._arrived.set()
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_batches(), name="notify-recorder")
+        return await asyncio.shield(stored)  # a cancelled send still gets its outcome stored
+
+    async def close(self, *, within: float = 10.0) -> None:
+        """Write what is queued (waiting at most ``within`` seconds), then stop."""
+        self._closing = True
+        self._arrived.set()
+        writer, self._writer = self._writer, None
+        if writer is None:
+            return
+        _, unfinished = await asyncio.wait({writer}, timeout=within)
+        for task in unfinished:
+            task.cancel()
+        await asyncio.gather(writer, return_exceptions=True)
+        for _, _, stored in self._queue:  # not written: retried after their leases
+            if not stored.done():
+                stored.set_result(None)
+        self._queue = []
+        self._closing = False
+        self._arrived.clear()
+
+    async def _write_batches(self) -> None:
+        while True:
+            await self._arrived.wait()
+            if not self._queue:  # woken to close
+                return
+            if len(self._queue) < self._max_batch and not self._closing:
+                await asyncio.sleep(self._gather)
+            batch, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch :]
+            if not self._queue and not self._closing:
+                self._arrived.clear()
+            await self._write(batch)
+
+    async def _write(self, batch: list[Outcome]) -> None:
+        outcomes = [(delivery, decision) for delivery, decision, _ in batch]
+        results: list[bool] | None = None
+        try:
+            for attempt in range(1, RECORD_ATTEMPTS + 1):
+                try:
+                    async with self._pool.acquire() as conn:
+                        results = await record_attempts(conn, outcomes, self._breaker)
+                    break
+                except DATABASE_ERRORS as exc:
+                    logger.warning(
+                        "cannot record %s outcomes (try %s/%s): %r",
+                        len(batch),
+                        attempt,
+                        RECORD_ATTEMPTS,
+                        exc,
+                    )
+                    if attempt < RECORD_ATTEMPTS:
+                        await asyncio.sleep(self._retry_pause * attempt)
+        except Exception:  # a bug must not leave the sends waiting for their outcomes
+            logger.exception("recording %s outcomes failed", len(batch))
+        finally:
+            for index, (delivery, _, stored) in enumerate(batch):
+                if results is None:
+                    # the lease lapses and the delivery is attempted again: at-least-once
+                    logger.error(
+                        "outcome of delivery %s lost; it will be retried after its lease",
+                        delivery.id,
+                    )
+                if not stored.done():
+                    stored.set_result(None if results is None else results[index])
 
 
 class Dispatcher:
@@ -71,6 +186,8 @@ class Dispatcher:
         self._wake = Wakeup()
         self._tasks: set[asyncio.Task[None]] = set()
         self._in_flight: Counter[uuid.UUID] = Counter()
+        self._recorder = Recorder(pool, breaker)
+        self._gauge_at = -GAUGE_SECONDS
         # a lost listener wakes the loop, which listens again on a fresh connection
         self._listener = ChannelListener(pool, repository.WAKE_CHANNEL, self._wake.set)
 
@@ -130,16 +247,19 @@ class Dispatcher:
                 )
                 for delivery in claimed:
                     self._start(delivery)
-                if len(claimed) == limit:
-                    return 0.0
+                if claimed and time.monotonic() - self._gauge_at < GAUGE_SECONDS:
+                    return 0.0  # more may be due: claim again before asking when
                 saturated = [
                     s for s, n in self._in_flight.items() if n >= self._per_subscription_limit
                 ]
                 pending, next_due_in = await repository.pending_stats(conn, excluding=saturated)
+                self._gauge_at = time.monotonic()
         except DATABASE_ERRORS as exc:
             logger.warning("dispatcher cannot reach the database: %r", exc)
             return self._poll_interval
         PENDING.set(pending)
+        if claimed:
+            return 0.0
         if next_due_in is None:
             return self._poll_interval
         return min(self._poll_interval, max(next_due_in, MIN_WAIT_SECONDS))
@@ -191,30 +311,12 @@ class Dispatcher:
                 "elapsed": round(elapsed, 4),
             },
         )
-        await self._record(delivery, decision)
-
-    async def _record(self, delivery: ClaimedDelivery, decision: Decision) -> None:
-        for attempt in range(1, RECORD_ATTEMPTS + 1):
-            try:
-                async with self._pool.acquire() as conn:
-                    await record_attempt(conn, delivery, decision, self._breaker)
-                return
-            except DATABASE_ERRORS as exc:
-                logger.warning(
-                    "cannot record delivery %s (try %s/%s): %r",
-                    delivery.id,
-                    attempt,
-                    RECORD_ATTEMPTS,
-                    exc,
-                )
-                await asyncio.sleep(0.5 * attempt)
-        # the lease lapses and the delivery is attempted again: at-least-once, never lost
-        logger.error("outcome of delivery %s lost; it will be retried after its lease", delivery.id)
+        await self._recorder.record(delivery, decision)
 
     async def _drain(self) -> None:
-        if not self._tasks:
-            return
-        _, unfinished = await asyncio.wait(set(self._tasks), timeout=self._grace)
-        for task in unfinished:
-            task.cancel()
-        await asyncio.gather(*unfinished, return_exceptions=True)
+        if self._tasks:
+            _, unfinished = await asyncio.wait(set(self._tasks), timeout=self._grace)
+            for task in unfinished:
+                task.cancel()
+            await asyncio.gather(*unfinished, return_exceptions=True)
+        await self._recorder.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -338,36 +339,55 @@ class Breaker:
 async def record_attempt(
     conn: Conn, delivery: ClaimedDelivery, decision: Decision, breaker: Breaker | None = None
 ) -> bool:
-    """Store an attempt's outcome; a 410 also deactivates the subscription, atomically.
+    """Store one attempt's outcome (``record_attempts`` of one); True when stored."""
+    [stored] = await record_attempts(conn, [(delivery, decision)], breaker)
+    return stored
 
-    With a breaker, the endpoint's run of failures is counted too: at the threshold its
-    circuit opens and its deliveries wait for the probe time instead of being attempted.
-    Returns False when the row moved on meanwhile (its lease lapsed and another attempt took
-    it, or the subscription was deactivated); the outcome is then not stored.
+
+async def record_attempts(
+    conn: Conn,
+    outcomes: Sequence[tuple[ClaimedDelivery, Decision]],
+    breaker: Breaker | None = None,
+) -> list[bool]:
+    """Store attempts' outcomes in one transaction; a 410 also deactivates the subscription.
+
+    With a breaker, each endpoint's run of failures is counted too, in the order the outcomes
+    are given: at the threshold its circuit opens and its deliveries wait for the probe time
+    instead of being attempted. Returns, per outcome, False when the row moved on meanwhile
+    (its lease lapsed and another attempt took it, or the subscription was deactivated); that
+    outcome is then not stored, nor counted.
     """
     async with conn.transaction():
-        stored = await repository.record_decision(conn, delivery, decision)
-        if decision.outcome == "gone":
+        stored = await repository.record_decisions(conn, outcomes)
+        kept = [(d.id, d.attempts) in stored for d, _ in outcomes]
+        gone = sorted({d.subscription_id for d, o in outcomes if o.outcome == "gone"})
+        for subscription_id in gone:
             await repository.deactivate_subscription(
-                conn, subscription_id=delivery.subscription_id, reason=GONE_REASON
+                conn, subscription_id=subscription_id, reason=GONE_REASON
             )
-        elif stored and breaker is not None:
-            if decision.outcome == "delivered":
-                await repository.endpoint_succeeded(conn, subscription_id=delivery.subscription_id)
-            else:
-                opened = await repository.endpoint_failed(
-                    conn,
-                    subscription_id=delivery.subscription_id,
-                    threshold=breaker.threshold,
-                    probe_seconds=breaker.probe_seconds,
-                )
-                if opened:
-                    CIRCUIT_OPENED.labels(delivery.channel).inc()
-    if not stored:
-        logger.warning(
-            "outcome %s of delivery %s attempt %s not stored: the row moved on",
-            decision.outcome,
-            delivery.id,
-            delivery.attempts,
-        )
-    return stored
+        if breaker is not None:
+            runs: dict[uuid.UUID, tuple[bool, int]] = {}
+            channels: dict[uuid.UUID, str] = {}
+            for (delivery, decision), counted in zip(outcomes, kept, strict=True):
+                if not counted or decision.outcome == "gone":
+                    continue
+                reset, failures = runs.get(delivery.subscription_id, (False, 0))
+                if decision.outcome == "delivered":
+                    runs[delivery.subscription_id] = (True, 0)
+                else:
+                    runs[delivery.subscription_id] = (reset, failures + 1)
+                channels[delivery.subscription_id] = delivery.channel
+            opened = await repository.record_endpoint_runs(
+                conn, runs, threshold=breaker.threshold, probe_seconds=breaker.probe_seconds
+            )
+            for subscription_id in opened:
+                CIRCUIT_OPENED.labels(channels[subscription_id]).inc()
+    for (delivery, decision), counted in zip(outcomes, kept, strict=True):
+        if not counted:
+            logger.warning(
+                "outcome %s of delivery %s attempt %s not stored: the row moved on",
+                decision.outcome,
+                delivery.id,
+                delivery.attempts,
+            )
+    return kept

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -106,26 +106,39 @@ WHERE d.id = $1 AND d.status = 'failed' AND s.id = d.subscription_id AND s.activ
 RETURNING {", ".join("d." + c.strip() for c in DELIVERY_COLUMNS.split(","))}
 """
 
-# Lock due rows (skipping rows another dispatcher is claiming), take at most $4 per
-# subscription counting what this dispatcher already has in flight ($2/$3), and lease them:
-# the lease commits with the claim, before any send, so a dispatcher that dies mid-send leaves
-# the row to be retried once the lease lapses, and no other dispatcher sends it meanwhile.
-# An endpoint whose circuit is open (too many failures in a row) is skipped until its probe
-# time; then it gets one attempt at a time ($6: the failures that make a circuit half-open)
-# until one succeeds.
+# Lease due rows for one dispatcher. Only the oldest $7 due rows (by the deliveries_due
+# index) are candidates, so the cost does not grow with the backlog; rows of subscriptions
+# that can take nothing now are left out of them, so those cannot crowd the others out: an
+# endpoint whose circuit is open (too many failures in a row) until its probe time, and one
+# whose slots ($4 each, counting what this dispatcher already has in flight, $2/$3) are full;
+# a half-open circuit ($6: the failures that make one) gets one attempt at a time until one
+# succeeds. Rows another dispatcher is claiming are skipped. The lease commits with the
+# claim, before any send, so a dispatcher that dies mid-send leaves the row to be retried
+# once the lease lapses, and no other dispatcher sends it meanwhile.
 CLAIM_DUE = """
 WITH busy AS (
     SELECT * FROM unnest($2::uuid[], $3::int[]) AS b (subscription_id, in_flight)
+), blocked AS (
+    SELECT s.id FROM subscriptions s WHERE s.circuit_open_until > now()
+    UNION ALL
+    SELECT b.subscription_id FROM busy b JOIN subscriptions s ON s.id = b.subscription_id
+    WHERE b.in_flight >= CASE WHEN s.consecutive_failures >= $6 THEN 1 ELSE $4 END
+), candidates AS (
+    SELECT d.id, d.subscription_id, d.next_attempt_at
+    FROM deliveries d
+    WHERE d.status = 'pending' AND d.next_attempt_at <= now()
+      AND d.subscription_id NOT IN (SELECT id FROM blocked)
+    ORDER BY d.next_attempt_at
+    LIMIT $7
 ), ranked AS (
-    SELECT d.id, d.next_attempt_at,
-           row_number() OVER (PARTITION BY d.subscription_id ORDER BY d.next_attempt_at, d.id)
+    SELECT c.id, c.next_attempt_at,
+           row_number() OVER (PARTITION BY c.subscription_id ORDER BY c.next_attempt_at, c.id)
                + coalesce(b.in_flight, 0) AS slot,
            CASE WHEN s.consecutive_failures >= $6 THEN 1 ELSE $4 END AS slots
-    FROM deliveries d
-    JOIN subscriptions s ON s.id = d.subscription_id
-    LEFT JOIN busy b ON b.subscription_id = d.subscription_id
-    WHERE d.status = 'pending' AND d.next_attempt_at <= now()
-      AND (s.circuit_open_until IS NULL OR s.circuit_open_until <= now())
+    FROM candidates c
+    JOIN subscriptions s ON s.id = c.subscription_id
+    LEFT JOIN busy b ON b.subscription_id = c.subscription_id
+    WHERE s.circuit_open_until IS NULL OR s.circuit_open_until <= now()
 ), due AS (
     SELECT d.id
     FROM deliveries d
@@ -143,25 +156,38 @@ RETURNING d.id, d.subscription_id, d.channel, d.event_type, d.body, d.attempts, 
           s.p256dh, s.auth_secret, s.email, d.urgency, d.topic, d.ttl_seconds
 """
 
-# Every outcome update is fenced by the attempt number: a dispatcher whose lease lapsed and
-# whose row was claimed again cannot overwrite the newer attempt's state.
+CANDIDATES_PER_ROW = 4
+"""Candidate rows ranked per row a claim may take: room for several per subscription."""
+
+# Outcomes of many attempts, one statement per kind. Each is fenced by the attempt number:
+# a dispatcher whose lease lapsed and whose row was claimed again cannot overwrite the newer
+# attempt's state; nor can anything change a row that is no longer pending.
 MARK_DELIVERED = """
-UPDATE deliveries
+UPDATE deliveries d
 SET status = 'delivered', delivered_at = now(), next_attempt_at = NULL,
-    last_status_code = $3, last_error = NULL
-WHERE id = $1 AND attempts = $2 AND status = 'pending'
+    last_status_code = o.status_code, last_error = NULL
+FROM unnest($1::uuid[], $2::int[], $3::int[]) AS o (id, attempts, status_code)
+WHERE d.id = o.id AND d.attempts = o.attempts AND d.status = 'pending'
+RETURNING d.id, d.attempts
 """
 
 MARK_RETRY = """
-UPDATE deliveries
-SET next_attempt_at = now() + make_interval(secs => $5), last_status_code = $3, last_error = $4
-WHERE id = $1 AND attempts = $2 AND status = 'pending'
+UPDATE deliveries d
+SET next_attempt_at = now() + make_interval(secs => o.retry_in),
+    last_status_code = o.status_code, last_error = o.error
+FROM unnest($1::uuid[], $2::int[], $3::int[], $4::text[], $5::float8[])
+    AS o (id, attempts, status_code, error, retry_in)
+WHERE d.id = o.id AND d.attempts = o.attempts AND d.status = 'pending'
+RETURNING d.id, d.attempts
 """
 
 MARK_FAILED = """
-UPDATE deliveries
-SET status = 'failed', next_attempt_at = NULL, last_status_code = $3, last_error = $4
-WHERE id = $1 AND attempts = $2 AND status = 'pending'
+UPDATE deliveries d
+SET status = 'failed', next_attempt_at = NULL, last_status_code = o.status_code,
+    last_error = o.error
+FROM unnest($1::uuid[], $2::int[], $3::int[], $4::text[]) AS o (id, attempts, status_code, error)
+WHERE d.id = o.id AND d.attempts = o.attempts AND d.status = 'pending'
+RETURNING d.id, d.attempts
 """
 
 PENDING_STATS = """
@@ -174,20 +200,27 @@ FROM deliveries d JOIN subscriptions s ON s.id = d.subscription_id
 WHERE d.status = 'pending'
 """
 
-# The circuit breaker's memory: failures in a row reset by a success; at the threshold ($2)
-# the circuit opens for $3 seconds (again after each failed probe).
-ENDPOINT_SUCCEEDED = """
-UPDATE subscriptions SET consecutive_failures = 0, circuit_open_until = NULL
-WHERE id = $1 AND (consecutive_failures <> 0 OR circuit_open_until IS NOT NULL)
-"""
-
-ENDPOINT_FAILED = """
-UPDATE subscriptions
-SET consecutive_failures = consecutive_failures + 1,
-    circuit_open_until = CASE WHEN consecutive_failures + 1 >= $2
-                              THEN now() + make_interval(secs => $3) END
-WHERE id = $1
-RETURNING consecutive_failures, circuit_open_until
+# The circuit breaker's memory: failures in a row reset by a success; at the threshold ($4)
+# the circuit opens for $5 seconds (again after each failed probe). Per endpoint of a batch:
+# whether a success reset the run ($2) and the failures counted after it ($3).
+ENDPOINT_OUTCOMES = """
+WITH o AS (
+    SELECT * FROM unnest($1::uuid[], $2::bool[], $3::int[]) AS o (id, reset, failures)
+), counted AS (
+    SELECT s.id,
+           CASE WHEN o.reset THEN 0 ELSE s.consecutive_failures END + o.failures AS failures,
+           o.failures > 0 AS failed
+    FROM subscriptions s JOIN o ON o.id = s.id
+    ORDER BY s.id
+    FOR UPDATE OF s
+)
+UPDATE subscriptions s
+SET consecutive_failures = c.failures,
+    circuit_open_until = CASE WHEN c.failures >= $4 THEN now() + make_interval(secs => $5) END
+FROM counted c
+WHERE s.id = c.id
+  AND (c.failed OR s.consecutive_failures <> 0 OR s.circuit_open_until IS NOT NULL)
+RETURNING s.id, c.failed AND s.circuit_open_until IS NOT NULL AS opened
 """
 
 
@@ -355,17 +388,30 @@ async def retry_failed(conn: Conn, *, delivery_id: uuid.UUID) -> dict[str, Any] 
     return None if row is None else dict(row)
 
 
-async def endpoint_succeeded(conn: Conn, *, subscription_id: uuid.UUID) -> None:
-    """Close the endpoint's circuit and forget its failures."""
-    await conn.execute(ENDPOINT_SUCCEEDED, subscription_id)
+async def record_endpoint_runs(
+    conn: Conn,
+    runs: Mapping[uuid.UUID, tuple[bool, int]],
+    *,
+    threshold: int,
+    probe_seconds: float,
+) -> set[uuid.UUID]:
+    """Count endpoints' outcomes for their circuit breakers; call inside a transaction.
 
-
-async def endpoint_failed(
-    conn: Conn, *, subscription_id: uuid.UUID, threshold: int, probe_seconds: float
-) -> bool:
-    """Count a failed attempt; True when the endpoint's circuit is (now) open."""
-    row = await conn.fetchrow(ENDPOINT_FAILED, subscription_id, threshold, probe_seconds)
-    return row is not None and row["circuit_open_until"] is not None
+    ``runs`` maps a subscription to (a success reset its run of failures, failures counted
+    after that). Returns the endpoints whose circuit is open after a failure counted now.
+    """
+    if not runs:
+        return set()
+    ids = sorted(runs)
+    rows = await conn.fetch(
+        ENDPOINT_OUTCOMES,
+        ids,
+        [runs[i][0] for i in ids],
+        [runs[i][1] for i in ids],
+        threshold,
+        probe_seconds,
+    )
+    return {r["id"] for r in rows if r["opened"]}
 
 
 async def claim_due(
@@ -387,6 +433,7 @@ async def claim_due(
         per_subscription,
         lease_seconds,
         breaker_threshold,
+        limit * CANDIDATES_PER_ROW,
     )
     return [
         ClaimedDelivery(
@@ -409,26 +456,43 @@ async def claim_due(
     ]
 
 
-async def record_decision(conn: Conn, delivery: ClaimedDelivery, decision: Decision) -> bool:
-    """Store an attempt's outcome unless a newer attempt owns the row; True when stored."""
-    if decision.outcome == "delivered":
-        tag = await conn.execute(
-            MARK_DELIVERED, delivery.id, delivery.attempts, decision.status_code
+async def record_decisions(
+    conn: Conn, outcomes: Sequence[tuple[ClaimedDelivery, Decision]]
+) -> set[tuple[uuid.UUID, int]]:
+    """Store attempts' outcomes, one statement per kind; call inside a transaction.
+
+    Returns the (delivery id, attempt) pairs stored: an outcome whose row a newer attempt
+    owns, or that is no longer pending, is not.
+    """
+    delivered = [(d, o) for d, o in outcomes if o.outcome == "delivered"]
+    retry = [(d, o) for d, o in outcomes if o.outcome == "retry"]
+    failed = [(d, o) for d, o in outcomes if o.outcome in ("failed", "gone")]
+    rows: list[Any] = []
+    if delivered:
+        rows += await conn.fetch(
+            MARK_DELIVERED,
+            [d.id for d, _ in delivered],
+            [d.attempts for d, _ in delivered],
+            [o.status_code for _, o in delivered],
         )
-    elif decision.outcome == "retry":
-        tag = await conn.execute(
+    if retry:
+        rows += await conn.fetch(
             MARK_RETRY,
-            delivery.id,
-            delivery.attempts,
-            decision.status_code,
-            decision.error,
-            decision.retry_in,
+            [d.id for d, _ in retry],
+            [d.attempts for d, _ in retry],
+            [o.status_code for _, o in retry],
+            [o.error for _, o in retry],
+            [o.retry_in for _, o in retry],
         )
-    else:
-        tag = await conn.execute(
-            MARK_FAILED, delivery.id, delivery.attempts, decision.status_code, decision.error
+    if failed:
+        rows += await conn.fetch(
+            MARK_FAILED,
+            [d.id for d, _ in failed],
+            [d.attempts for d, _ in failed],
+            [o.status_code for _, o in failed],
+            [o.error for _, o in failed],
         )
-    return _updated(tag) == 1
+    return {(r["id"], r["attempts"]) for r in rows}
 
 
 async def pending_stats(conn: Conn, *, excluding: list[uuid.UUID]) -> tuple[int, float | None]:
