@@ -236,3 +236,13 @@ async def test_private_destinations_are_refused_unless_allowed(
     for refused in (loopback, metadata, local_name):
         assert problem_fields(refused) == ["url"]
     assert public.status_code == 201, public.text
+
+
+async def test_a_nul_byte_in_a_query_parameter_is_a_422_naming_it(
+    api: httpx.AsyncClient,
+) -> None:
+    response = await api.get("/v1/subscriptions?agency_id=%00l")
+
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == PROBLEM_JSON
+    assert response.json()["field"] == "agency_id"

@@ -24,6 +24,11 @@ UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
     asyncpg.TooManyConnectionsError,
 )
 """Errors of an unreachable dependency: answered 503 with Retry-After, not 500."""
+TEXT_REFUSED_ERRORS: tuple[type[Exception], ...] = (
+    asyncpg.CharacterNotInRepertoireError,
+    asyncpg.UntranslatableCharacterError,
+)
+"""PostgreSQL refusing text (NUL, invalid code points): the client's 4xx, never a 500."""
 logger = logging.getLogger(__name__)
 
 PROBLEM_SCHEMA: dict[str, Any] = {
@@ -120,8 +125,15 @@ def _field(loc: tuple[Any, ...] | list[Any]) -> str:
     return ".".join(parts) or ".".join(str(p) for p in loc)
 
 
-def install_problem_handlers(app: FastAPI) -> None:
-    """Map validation errors, HTTP errors and Problem to problem+json."""
+def install_problem_handlers(
+    app: FastAPI, *, boundary_responders: Mapping[str, Any] | None = None
+) -> None:
+    """Map validation errors, HTTP errors and Problem to problem+json, and refuse URLs that
+    break the text rule (``paht_common.boundary``; ``boundary_responders`` maps a path prefix
+    to its own refusal format)."""
+    from paht_common.boundary import TextBoundary
+
+    app.add_middleware(TextBoundary, responders=boundary_responders)
 
     @app.exception_handler(RequestValidationError)
     async def on_validation(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -152,6 +164,19 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def on_problem(_: Request, exc: Problem) -> JSONResponse:
         return exc.response()
+
+    async def on_text_refused(request: Request, exc: Exception) -> JSONResponse:
+        # the boundary rule should have stopped this text: a bug to fix, never the client's 500
+        logger.error("database refused text of %s %s: %r", request.method, request.url.path, exc)
+        return problem_response(
+            422,
+            "Invalid request",
+            "the request holds text the database cannot store (a control character or an "
+            "invalid code point)",
+        )
+
+    for error in TEXT_REFUSED_ERRORS:
+        app.add_exception_handler(error, on_text_refused)
 
 
 def unavailable_response(exc: Exception) -> JSONResponse:

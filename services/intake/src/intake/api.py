@@ -48,6 +48,7 @@ from intake.domain import (
     PUBLISHED_STATES,
     STATE_LABELS_VI,
     Action,
+    Actor,
     Forbidden,
     IllegalTransition,
     Role,
@@ -66,12 +67,14 @@ from intake.handlers import (
     handle_external_event,
     readable_media,
     released_media_of,
+    reporter_subject,
     set_media_public,
     snapshot_of,
 )
 from intake.metrics import HTTP_REQUESTS, HTTP_SECONDS
-from intake.open311 import open311_router
+from intake.open311 import boundary_refusal, open311_router
 from intake.reference import province_communes
+from intake.scanner import run_scanner
 from intake.schemas import MediaVisibilityIn, ReportIn
 from intake.seed import seed_leader_approval
 from intake.settings import IntakeSettings
@@ -197,6 +200,9 @@ def report_view(
             "rating": report["rating"],
             "reopen_count": report["reopen_count"],
             "extension_count": report["extension_count"],
+            "co_agency_ids": list(report.get("co_agency_ids") or ()),
+            "published_at": iso(report.get("published_at")),
+            "closes_at": iso(report.get("closes_at")),
             "waiting_for_reporter": report["waiting_for_reporter"],
             "client_report_id": report["client_report_id"],
             "source_app": report["source_app"],
@@ -381,6 +387,15 @@ def build_app(settings: IntakeSettings | None = None) -> IntakeApp:
             writer = ctx.bind(rt.pool)
             for index in range(settings.submit_writers):
                 rt.spawn(f"submit-writer-{index}", writer.run)
+            rt.spawn(
+                "rating-window",
+                lambda: run_scanner(
+                    rt.pool,
+                    ctx=ctx,
+                    interval=settings.close_scan_interval_seconds,
+                    batch=settings.close_scan_batch,
+                ),
+            )
             await rt.start_consumer(CONSUMER, (ROUTING_EVENTS, SLA_EVENTS), handle)
             app.state.runtime = rt
             await verifier.start()
@@ -401,7 +416,7 @@ def build_app(settings: IntakeSettings | None = None) -> IntakeApp:
         description="Field reports from upstream apps; staff actions; Open311 GeoReport v2.",
         lifespan=lifespan,
     )
-    install_problem_handlers(app)
+    install_problem_handlers(app, boundary_responders={"/open311/": boundary_refusal})
     install_docs(app, "intake")
     submit = SubmitEndpoint(settings=settings, ctx=ctx, apps=apps)
     app.fast_routes["POST", PATH] = RequestLimits(submit, settings=settings, route=PATH)
@@ -440,9 +455,15 @@ def build_app(settings: IntakeSettings | None = None) -> IntakeApp:
     MaybeStaff = Annotated[Staff | None, Depends(optional_staff)]
 
     def can_see(member: Staff, report: dict[str, Any]) -> bool:
+        """Coordinators and supervisors see every report; agency staff the reports their
+        agency leads or co-handles (the same rule as ``readable_media``)."""
         if sees_every_agency(member.role):
             return True
-        return report["agency_id"] is not None and report["agency_id"] == member.agency_id
+        if member.agency_id is None:
+            return False
+        return member.agency_id == report["agency_id"] or member.agency_id in (
+            report.get("co_agency_ids") or ()
+        )
 
     @app.get("/v1/reports/{report_id}", tags=["reports"], responses=problems(401, 404, 422))
     async def get_report(report_id: uuid.UUID, conn: DbConn, member: MaybeStaff) -> dict[str, Any]:
@@ -492,10 +513,26 @@ def build_app(settings: IntakeSettings | None = None) -> IntakeApp:
     async def post_action(
         report_id: uuid.UUID,
         conn: DbConn,
-        member: StaffDep,
+        member: MaybeStaff,
         payload: Annotated[dict[str, Any], Body()],
+        x_api_key: Annotated[str | None, Header()] = None,
     ) -> dict[str, Any]:
-        """Perform a lifecycle action (the body's ``type`` selects it)."""
+        """Perform a lifecycle action (the body's ``type`` selects it).
+
+        Staff act with their token. The app that submitted the report acts as its reporter
+        with its API key (scope ``reports:feedback``): ``rate`` once the report is published
+        and ``reopen`` within the reopen window; another app's key finds no report (404).
+        """
+        caller: App | None = None
+        if member is None:
+            if x_api_key is None:
+                raise AuthError(
+                    401,
+                    "a staff token, or the submitting app's API key, is required",
+                    field="Authorization",
+                )
+            caller = await apps.authenticate(x_api_key)
+            caller.require("reports:feedback")
         nul = _nul_field(payload)
         if nul is not None:
             raise Problem(422, "Invalid action", f"{nul}: contains NUL", field=nul)
@@ -513,14 +550,21 @@ def build_app(settings: IntakeSettings | None = None) -> IntakeApp:
                 errors=errors,
             ) from exc
         existing = await repository.get_report(conn, report_id=report_id)
-        if existing is None or (
-            member.role in (Role.OFFICER, Role.LEADER) and not can_see(member, existing)
-        ):
+        if existing is None:
+            raise Problem(404, "Not found", f"no report {report_id}", field="report_id")
+        if member is not None:
+            actor = actor_of(member)
+            hidden = member.role in (Role.OFFICER, Role.LEADER) and not can_see(member, existing)
+        else:
+            assert caller is not None
+            actor = Actor(role=Role.REPORTER, subject=reporter_subject(caller.app_id))
+            hidden = existing["source_app"] != caller.app_id
+        if hidden:
             raise Problem(404, "Not found", f"no report {report_id}", field="report_id")
         try:
             async with conn.transaction():
                 transition = await apply_action(
-                    conn, report_id=report_id, action=action, actor=actor_of(member), ctx=ctx
+                    conn, report_id=report_id, action=action, actor=actor, ctx=ctx
                 )
         except IllegalTransition as exc:
             raise Problem(
@@ -539,11 +583,17 @@ def build_app(settings: IntakeSettings | None = None) -> IntakeApp:
             ) from exc
         report = await repository.get_report(conn, report_id=report_id)
         assert report is not None
+        if member is not None:
+            view = report_view(report, role=member.role)
+        else:  # the reporter's app: the public view and its own feedback
+            released = await released_media_of(conn, report_id=report_id)
+            view = report_view(report, role=None, media_rows=released)
+            view.update(rating=report["rating"], reopen_count=report["reopen_count"])
         return {
             "from": transition.from_state.value,
             "to": transition.to_state.value,
             "action": transition.action_type.value,
-            "report": report_view(report, role=member.role),
+            "report": view,
         }
 
     @app.get("/v1/reports", tags=["reports"], responses=problems(400, 401, 403, 422))
@@ -562,13 +612,16 @@ def build_app(settings: IntakeSettings | None = None) -> IntakeApp:
         cursor: Annotated[str | None, Query(max_length=500)] = None,
     ) -> dict[str, Any]:
         """Reports newest first, filtered; text search ignores Vietnamese diacritics."""
+        handled_by: str | None = None
         if member.role in (Role.OFFICER, Role.LEADER):
             if agency is not None and agency != member.agency_id:
                 raise AuthError(
                     403, "agency users see only their own agency's reports", field="agency"
                 )
-            agency = member.agency_id
+            # their agency's reports: those it leads and those it co-handles
+            agency, handled_by = None, member.agency_id
         filters: dict[str, Any] = {
+            "handled_by": handled_by,
             "status": [s.value for s in status] if status else None,
             "category": category,
             "agency_id": agency,

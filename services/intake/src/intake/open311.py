@@ -33,6 +33,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from pydantic import ValidationError
 from starlette.routing import Match
+from starlette.types import Scope
 
 from intake import media, repository
 from intake.auth import AppAuthenticator
@@ -254,6 +255,12 @@ def error_response(fmt: str, exc: Open311Error) -> Response:
     """The spec's error document for an Open311Error."""
     errors: list[Node] = [{"code": code, "description": text} for code, text in exc.errors]
     return render(fmt, "errors", errors, status=exc.status, headers=exc.headers)
+
+
+def boundary_refusal(scope: Scope, field: str, message: str) -> Response:
+    """The text-boundary refusal (``paht_common.boundary``) as Open311's errors[] (400)."""
+    fmt = "json" if str(scope.get("path", "")).lower().endswith(".json") else "xml"
+    return error_response(fmt, bad_request(field, message))
 
 
 def format_of(fmt: str) -> str:
