@@ -17,7 +17,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from notify.channels.webpush import MAX_MESSAGE_BYTES, WebPushChannel
-from notify.domain import WEB_PUSH, ClaimedDelivery, push_topic, render_body
+from notify.domain import WEB_PUSH, ClaimedDelivery, render_body, report_topic
 from notify.vapid import VapidSigner
 from paht_common.clock import SystemClock
 from paht_common.testing import FakeClock
@@ -104,7 +104,7 @@ async def test_ttl_urgency_and_topic_arrive(
     service: PushService, channel: WebPushChannel, vapid: VapidSigner
 ) -> None:
     browser = service.subscribe(application_server_key=vapid.application_server_key)
-    topic = push_topic(uuid.uuid4(), "sla.warning")
+    topic = report_topic(uuid.uuid4())
 
     result = await channel.send(delivery_for(browser, urgency="high", topic=topic, ttl_seconds=600))
 
@@ -131,8 +131,7 @@ async def test_a_newer_message_replaces_a_queued_one_with_the_same_topic(
 ) -> None:
     browser = service.subscribe()
     service.set_online(browser.id, False)
-    report = uuid.uuid4()
-    warning, breached = push_topic(report, "sla.warning"), push_topic(report, "sla.breached")
+    warning, breached = report_topic(uuid.uuid4()), report_topic(uuid.uuid4())
     bodies = [assigned_body(percent=p) for p in (50, 75, 100)]
 
     for body, topic in zip(bodies, [warning, warning, breached], strict=True):

@@ -8,7 +8,6 @@ email or a Standard Webhooks body.
 
 from __future__ import annotations
 
-import base64
 import json
 import uuid
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from notify.domain import (
     PushUrgency,
     notification_for,
     render_body,
+    report_topic,
 )
 from paht_common.clock import LOCAL_TZ
 from paht_common.events import (
@@ -115,9 +115,8 @@ class Alert:
 
     @property
     def topic(self) -> str:
-        """Web Push Topic (22 base64url characters): a newer alert about the report replaces
-        a pending one on the push service."""
-        return base64.urlsafe_b64encode(self.report_id.bytes).decode().rstrip("=")
+        """Web Push Topic: one per report (``domain.report_topic``)."""
+        return report_topic(self.report_id)
 
 
 def local_time(value: datetime | None) -> str:

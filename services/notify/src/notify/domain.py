@@ -356,6 +356,7 @@ def as_push_topic(value: str) -> str:
     return base64.urlsafe_b64encode(digest).decode("ascii")
 
 
-def push_topic(report_id: uuid.UUID, event_type: str) -> str:
-    """Topic of a report's pushes of one event kind: a newer one replaces an undelivered one."""
-    return as_push_topic(f"{event_type}:{report_id}")
+def report_topic(report_id: uuid.UUID) -> str:
+    """Web Push Topic of every push about a report (22 base64url characters): a newer alert
+    about the report replaces one a push service still holds for an offline device."""
+    return base64.urlsafe_b64encode(report_id.bytes).decode("ascii").rstrip("=")
