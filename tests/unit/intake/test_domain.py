@@ -9,11 +9,13 @@ import pytest
 from pydantic import ValidationError
 
 from intake.domain import (
+    AGENCY_HELD_STATES,
     CLOSED_FOR_OPEN311,
     STATE_LABELS_VI,
     TERMINAL_STATES,
     AcknowledgeAction,
     Action,
+    AddNoteAction,
     ActionType,
     Actor,
     ApproveExtensionAction,
@@ -69,7 +71,7 @@ SAMPLE_ACTIONS: dict[ActionType, Action] = {
     ActionType.SCREEN: ScreenAction(),
     ActionType.REJECT: RejectAction(reason_code=RejectReason.SPAM, note="quảng cáo"),
     ActionType.MERGE: MergeAction(duplicate_of="report-42"),
-    ActionType.ASSIGN: AssignAction(agency_id=AGENCY),
+    ActionType.ASSIGN: AssignAction(agency_id=AGENCY, reason="Sai thẩm quyền"),
     ActionType.ACKNOWLEDGE: AcknowledgeAction(),
     ActionType.RETURN: ReturnAction(reason="Không thuộc thẩm quyền"),
     ActionType.REQUEST_EXTENSION: RequestExtensionAction(days=3, reason="Chờ vật tư"),
@@ -83,9 +85,10 @@ SAMPLE_ACTIONS: dict[ActionType, Action] = {
     ActionType.RATE: RateAction(rating=5),
     ActionType.REOPEN: ReopenAction(reason="Ổ gà vẫn còn"),
     ActionType.CLOSE: CloseAction(),
-    ActionType.RESCREEN: RescreenAction(),
+    ActionType.RESCREEN: RescreenAction(reason="Cần phân loại lại"),
     ActionType.PAUSE_FOR_REPORTER: PauseForReporterAction(reason="Xin vị trí chính xác"),
     ActionType.RESUME: ResumeAction(),
+    ActionType.ADD_NOTE: AddNoteAction(text="Đã phối hợp kiểm tra hiện trường"),
 }
 
 
@@ -145,6 +148,25 @@ EDGES: list[tuple[ReportSnapshot, ActionType, set[Role], State]] = [
     (snap(State.CLOSED), ActionType.REOPEN, {R, C}, State.REOPENED),
     (snap(State.REOPENED), ActionType.RESCREEN, {C}, State.SCREENING),
     (snap(State.REOPENED), ActionType.ASSIGN, {C, Y}, State.ASSIGNED),
+    (snap(State.REOPENED), ActionType.REJECT, {C}, State.REJECTED),
+    (snap(State.REOPENED), ActionType.MERGE, {C}, State.MERGED),
+    (snap(State.RETURNED), ActionType.RESCREEN, {C}, State.SCREENING),
+    # the coordinator's override of an agency holding the report (domain.md §6)
+    *[
+        (snap(state), action, {C}, to)
+        for state in sorted(AGENCY_HELD_STATES)
+        for action, to in (
+            (ActionType.ASSIGN, State.ASSIGNED),
+            (ActionType.REJECT, State.REJECTED),
+            (ActionType.MERGE, State.MERGED),
+            (ActionType.RESCREEN, State.SCREENING),
+        )
+    ],
+    # notes and partial responses: lead or co-handling agency, or the coordinator
+    *[
+        (snap(state), ActionType.ADD_NOTE, {C, OF, L}, state)
+        for state in sorted(AGENCY_HELD_STATES - {State.RESOLVED})
+    ],
     (snap(State.IN_PROGRESS), ActionType.PAUSE_FOR_REPORTER, {OF, L}, State.IN_PROGRESS),
     (
         snap(State.IN_PROGRESS, waiting_for_reporter=True),
@@ -165,26 +187,44 @@ REFUSED_ROLE_CASES = [
     for role in sorted(set(Role) - roles)
 ]
 
+OVERRIDE = [ActionType.REJECT, ActionType.MERGE, ActionType.ASSIGN]
+RESCREEN = [ActionType.RESCREEN]
+NOTE = [ActionType.ADD_NOTE]
 # Actions possible from each state (for some role), in ActionType declaration order.
 STATE_ACTIONS: dict[State, list[ActionType]] = {
     State.SUBMITTED: [ActionType.SCREEN, ActionType.ASSIGN],
     State.SCREENING: [ActionType.REJECT, ActionType.MERGE, ActionType.ASSIGN],
     State.REJECTED: [],
     State.MERGED: [],
-    State.ASSIGNED: [ActionType.ACKNOWLEDGE, ActionType.RETURN],
-    State.RETURNED: [ActionType.REJECT, ActionType.ASSIGN],
+    State.ASSIGNED: [*OVERRIDE, ActionType.ACKNOWLEDGE, ActionType.RETURN, *RESCREEN, *NOTE],
+    State.RETURNED: [ActionType.REJECT, ActionType.ASSIGN, ActionType.RESCREEN],
     State.IN_PROGRESS: [
+        *OVERRIDE,
         ActionType.RETURN,
         ActionType.REQUEST_EXTENSION,
         ActionType.RESPOND,
+        *RESCREEN,
         ActionType.PAUSE_FOR_REPORTER,
+        *NOTE,
     ],
-    State.EXTENSION_REQUESTED: [ActionType.APPROVE_EXTENSION, ActionType.DENY_EXTENSION],
-    State.PENDING_APPROVAL: [ActionType.APPROVE_RESPONSE, ActionType.SEND_BACK],
-    State.RESOLVED: [ActionType.REVIEW_REJECT, ActionType.PUBLISH],
+    State.EXTENSION_REQUESTED: [
+        *OVERRIDE,
+        ActionType.APPROVE_EXTENSION,
+        ActionType.DENY_EXTENSION,
+        *RESCREEN,
+        *NOTE,
+    ],
+    State.PENDING_APPROVAL: [
+        *OVERRIDE,
+        ActionType.APPROVE_RESPONSE,
+        ActionType.SEND_BACK,
+        *RESCREEN,
+        *NOTE,
+    ],
+    State.RESOLVED: [*OVERRIDE, ActionType.REVIEW_REJECT, ActionType.PUBLISH, *RESCREEN],
     State.PUBLISHED: [ActionType.RATE, ActionType.REOPEN, ActionType.CLOSE],
     State.RATED: [ActionType.REOPEN, ActionType.CLOSE],
-    State.REOPENED: [ActionType.ASSIGN, ActionType.RESCREEN],
+    State.REOPENED: [ActionType.REJECT, ActionType.MERGE, ActionType.ASSIGN, ActionType.RESCREEN],
     State.CLOSED: [ActionType.REOPEN],
 }
 
@@ -695,10 +735,13 @@ def test_pause_while_already_waiting_is_illegal() -> None:
             now=NOW,
         )
     assert excinfo.value.allowed == [
+        *OVERRIDE,
         ActionType.RETURN,
         ActionType.REQUEST_EXTENSION,
         ActionType.RESPOND,
+        ActionType.RESCREEN,
         ActionType.RESUME,
+        ActionType.ADD_NOTE,
     ]
 
 
@@ -762,6 +805,7 @@ def test_allowed_actions_for_officer_in_progress() -> None:
         ActionType.REQUEST_EXTENSION,
         ActionType.RESPOND,
         ActionType.PAUSE_FOR_REPORTER,
+        ActionType.ADD_NOTE,
     ]
 
 

@@ -34,8 +34,9 @@ from paht_common.db import Conn
 from paht_common.http import DbConn
 from paht_common.problems import Problem, problem_responses
 
-Scope = Literal["reports:write", "reports:read"]
-"""The scopes the intake routes check (``App.require``)."""
+Scope = Literal["reports:write", "reports:read", "reports:feedback"]
+"""The scopes the intake routes check (``App.require``); ``reports:feedback`` lets the
+submitting app rate and reopen its own reports as their reporter."""
 MAX_GRACE_SECONDS = 30 * 86400
 AppId = Annotated[
     str, StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")

@@ -90,6 +90,30 @@ def sees_every_agency(role: Role) -> bool:
 
 TERMINAL_STATES: frozenset[State] = frozenset({State.REJECTED, State.MERGED, State.CLOSED})
 
+# States in which an agency holds the report. The coordinator may override there (re-assign,
+# reject, merge, send back to screening: domain.md §6 "the coordinator can always override"),
+# and a re-assignment or a send-back from one of them needs a reason (§6: every re-routing is
+# kept with actor, time and reason).
+AGENCY_HELD_STATES: frozenset[State] = frozenset(
+    {
+        State.ASSIGNED,
+        State.IN_PROGRESS,
+        State.EXTENSION_REQUESTED,
+        State.PENDING_APPROVAL,
+        State.RESOLVED,
+    }
+)
+
+POSITIVE_RATING = 3
+"""A rating of at least this is positive: the report then closes when its rating window
+ends (domain.md §3.3 #14); a lower rating leaves it RATED for the coordinator."""
+
+
+def closes_after_rating(rating: int) -> bool:
+    """Whether a report rated ``rating`` still closes by itself when its window ends."""
+    return rating >= POSITIVE_RATING
+
+
 # Open311 reports these as status "closed"; every other state is "open".
 CLOSED_FOR_OPEN311: frozenset[State] = frozenset(
     {State.PUBLISHED, State.RATED, State.CLOSED, State.REJECTED, State.MERGED}
@@ -119,6 +143,13 @@ class ActionType(StrEnum):
     RESCREEN = "rescreen"
     PAUSE_FOR_REPORTER = "pause_for_reporter"
     RESUME = "resume"
+    ADD_NOTE = "add_note"
+
+
+OVERRIDE_ACTIONS: frozenset[ActionType] = frozenset(
+    {ActionType.ASSIGN, ActionType.REJECT, ActionType.MERGE, ActionType.RESCREEN}
+)
+"""What the coordinator may do to a report an agency holds (recorded with ``override``)."""
 
 
 class RejectReason(StrEnum):
@@ -260,6 +291,8 @@ class AssignAction(_ActionBase):
     co_agency_ids: tuple[Identifier, ...] = Field(default=(), max_length=20)
     urgency: Urgency | None = None
     note: ShortText | None = None
+    reason: ShortText | None = None
+    """Why the coordinator re-assigns; required when an agency holds the report."""
 
     @field_validator("co_agency_ids")
     @classmethod
@@ -387,6 +420,8 @@ class RescreenAction(_ActionBase):
 
     type: Literal[ActionType.RESCREEN] = ActionType.RESCREEN
     note: ShortText | None = None
+    reason: ShortText | None = None
+    """Why the report goes back to screening; required when an agency holds it."""
 
 
 class PauseForReporterAction(_ActionBase):
@@ -401,6 +436,16 @@ class ResumeAction(_ActionBase):
 
     type: Literal[ActionType.RESUME] = ActionType.RESUME
     note: ShortText | None = None
+
+
+class AddNoteAction(_ActionBase):
+    """A note, or a partial response, from the lead or a co-handling agency (or the
+    coordinator); the state does not change."""
+
+    type: Literal[ActionType.ADD_NOTE] = ActionType.ADD_NOTE
+    text: LongText
+    partial_response: bool = False
+    evidence: tuple[Identifier, ...] = Field(default=(), max_length=50)
 
 
 Action = Annotated[
@@ -423,7 +468,8 @@ Action = Annotated[
     | CloseAction
     | RescreenAction
     | PauseForReporterAction
-    | ResumeAction,
+    | ResumeAction
+    | AddNoteAction,
     Field(discriminator="type"),
 ]
 
@@ -455,6 +501,8 @@ class ReportSnapshot:
     waiting_for_reporter: bool = False
     # Subject of the reporter; when known, a REPORTER actor must be this subject.
     reporter_subject: str | None = None
+    co_agency_ids: tuple[str, ...] = ()
+    published_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -483,21 +531,26 @@ class TransitionRule:
 
     action: ActionType
     from_states: frozenset[State]
-    to_state: State
+    to_state: State | None  # None: the report stays in its state (an annotation)
     roles: frozenset[Role]
-    # Applies to OFFICER and LEADER actors: their agency must be the report's agency.
+    # Applies to OFFICER and LEADER actors: their agency must be the report's agency ...
     requires_agency_match: bool = False
+    # ... or, with this, one of its co-handling agencies.
+    co_agencies: bool = False
 
 
 def _rule(
     action: ActionType,
-    from_states: set[State],
-    to_state: State,
+    from_states: set[State] | frozenset[State],
+    to_state: State | None,
     roles: set[Role],
     *,
     agency: bool = False,
+    co_agencies: bool = False,
 ) -> TransitionRule:
-    return TransitionRule(action, frozenset(from_states), to_state, frozenset(roles), agency)
+    return TransitionRule(
+        action, frozenset(from_states), to_state, frozenset(roles), agency, co_agencies
+    )
 
 
 _S = State
@@ -507,8 +560,13 @@ _A = ActionType
 # RESPOND's to_state is PENDING_APPROVAL or RESOLVED (see decide); RATE may become a reopen.
 RULES: tuple[TransitionRule, ...] = (
     _rule(_A.SCREEN, {_S.SUBMITTED}, _S.SCREENING, {_R.COORDINATOR}),
-    _rule(_A.REJECT, {_S.SCREENING, _S.RETURNED}, _S.REJECTED, {_R.COORDINATOR}),
-    _rule(_A.MERGE, {_S.SCREENING}, _S.MERGED, {_R.COORDINATOR}),
+    _rule(
+        _A.REJECT,
+        {_S.SCREENING, _S.RETURNED, _S.REOPENED} | AGENCY_HELD_STATES,
+        _S.REJECTED,
+        {_R.COORDINATOR},
+    ),
+    _rule(_A.MERGE, {_S.SCREENING, _S.REOPENED} | AGENCY_HELD_STATES, _S.MERGED, {_R.COORDINATOR}),
     _rule(
         _A.ASSIGN,
         {_S.SCREENING, _S.RETURNED, _S.REOPENED},
@@ -516,6 +574,8 @@ RULES: tuple[TransitionRule, ...] = (
         {_R.COORDINATOR, _R.SYSTEM},
     ),
     _rule(_A.ASSIGN, {_S.SUBMITTED}, _S.ASSIGNED, {_R.SYSTEM}),
+    # the coordinator's override; automatic routing never takes a report from an agency
+    _rule(_A.ASSIGN, AGENCY_HELD_STATES, _S.ASSIGNED, {_R.COORDINATOR}),
     _rule(_A.ACKNOWLEDGE, {_S.ASSIGNED}, _S.IN_PROGRESS, {_R.OFFICER, _R.LEADER}, agency=True),
     _rule(
         _A.RETURN,
@@ -546,7 +606,12 @@ RULES: tuple[TransitionRule, ...] = (
         {_R.REPORTER, _R.COORDINATOR},
     ),
     _rule(_A.CLOSE, {_S.PUBLISHED, _S.RATED}, _S.CLOSED, {_R.COORDINATOR, _R.SYSTEM}),
-    _rule(_A.RESCREEN, {_S.REOPENED}, _S.SCREENING, {_R.COORDINATOR}),
+    _rule(
+        _A.RESCREEN,
+        {_S.REOPENED, _S.RETURNED} | AGENCY_HELD_STATES,
+        _S.SCREENING,
+        {_R.COORDINATOR},
+    ),
     _rule(
         _A.PAUSE_FOR_REPORTER,
         {_S.IN_PROGRESS},
@@ -560,6 +625,14 @@ RULES: tuple[TransitionRule, ...] = (
         _S.IN_PROGRESS,
         {_R.OFFICER, _R.LEADER, _R.SYSTEM},
         agency=True,
+    ),
+    _rule(
+        _A.ADD_NOTE,
+        AGENCY_HELD_STATES - {_S.RESOLVED},
+        None,
+        {_R.OFFICER, _R.LEADER, _R.COORDINATOR},
+        agency=True,
+        co_agencies=True,
     ),
 )
 
@@ -594,7 +667,9 @@ def _authorise(snapshot: ReportSnapshot, rule: TransitionRule, actor: Actor) -> 
             f"'{snapshot.state.value}' (allowed roles: {roles})"
         )
     if rule.requires_agency_match and actor.role in AGENCY_ROLES:
-        if snapshot.agency_id is None or actor.agency_id != snapshot.agency_id:
+        lead = snapshot.agency_id is not None and actor.agency_id == snapshot.agency_id
+        co = rule.co_agencies and actor.agency_id in snapshot.co_agency_ids
+        if not (lead or co):
             raise Forbidden(
                 f"{actor.role.value} of agency '{actor.agency_id}' may act only on reports "
                 f"assigned to their own agency (report agency: '{snapshot.agency_id}')"
@@ -620,6 +695,15 @@ def _reopen_violation(
             f"the report has already been reopened {snapshot.reopen_count} time(s); "
             f"the limit is {max_reopens}",
         )
+    if snapshot.state in (State.PUBLISHED, State.RATED) and now is not None:
+        # the window runs from publication (unknown for reports published before it was kept)
+        if snapshot.published_at is not None and now - snapshot.published_at > timedelta(
+            days=reopen_window_days
+        ):
+            return RuleViolation(
+                "published_at",
+                f"a report can be reopened only within {reopen_window_days} days of publication",
+            )
     if snapshot.state is State.CLOSED and now is not None:
         if snapshot.closed_at is None:
             return RuleViolation("closed_at", "closing time unknown; cannot check reopen window")
@@ -731,8 +815,23 @@ def decide(
         raise violation
 
     details: dict[str, object] = action.model_dump(mode="json", exclude={"type"})
-    to_state = rule.to_state
+    to_state = rule.to_state or snapshot.state
     result_type = action_type
+
+    overriding = (
+        snapshot.state in AGENCY_HELD_STATES
+        and actor.role is Role.COORDINATOR
+        and action_type in OVERRIDE_ACTIONS
+    )
+    if overriding and isinstance(action, AssignAction | RescreenAction) and not action.reason:
+        raise RuleViolation(
+            "reason",
+            f"a reason is required to take a report in state '{snapshot.state.value}' "
+            "from its agency",
+        )
+    if overriding:
+        details["previous_agency_id"] = snapshot.agency_id
+        details["override"] = True
 
     if isinstance(action, RequestExtensionAction | ApproveExtensionAction):
         if action.days is not None and action.days > max_extension_days:

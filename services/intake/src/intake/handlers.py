@@ -27,6 +27,8 @@ from intake.domain import (
     Action,
     Actor,
     AssignAction,
+    CloseAction,
+    DomainError,
     Forbidden,
     MergeAction,
     ReportSnapshot,
@@ -34,6 +36,7 @@ from intake.domain import (
     RuleViolation,
     State,
     Transition,
+    closes_after_rating,
     content_warnings,
     decide,
     fold_diacritics,
@@ -312,6 +315,26 @@ async def _is_retry(conn: Conn, s: Submission) -> bool:
     return stored is not None
 
 
+NEEDS_SCREENING = "needs_screening"
+"""Flag of a report held for the coordinator's triage: routing does not route it, so it
+waits in SUBMITTED until the coordinator screens and assigns it (domain.md §3.3 #2, #5)."""
+
+
+def needs_screening(body: ReportIn, *, flags: Sequence[str], settings: IntakeSettings) -> bool:
+    """Whether a new report goes to the coordinator's triage instead of automatic routing:
+    its channel is in ``INTAKE_SCREENING_CHANNELS``, its category (or a parent category,
+    dot-separated) in ``INTAKE_SCREENING_CATEGORIES``, or one of its flags in
+    ``INTAKE_SCREENING_FLAGS`` (e.g. ``possible_duplicate``, ``profanity``)."""
+    if body.channel in settings.screening_channels:
+        return True
+    if any(
+        body.category == c or body.category.startswith(c + ".")
+        for c in settings.screening_categories
+    ):
+        return True
+    return any(f in settings.screening_flags for f in flags)
+
+
 def _new_report(
     s: Submission,
     *,
@@ -323,6 +346,8 @@ def _new_report(
 ) -> repository.NewReport:
     body = s.body
     flags = [*s.flags, "possible_duplicate"] if duplicates else list(s.flags)
+    if needs_screening(body, flags=flags, settings=ctx.settings):
+        flags.append(NEEDS_SCREENING)
     envelope = new_envelope(
         ReportSubmitted(
             report_id=report_id,
@@ -733,8 +758,11 @@ async def set_media_public(
 
 
 def snapshot_of(report: dict[str, Any]) -> ReportSnapshot:
-    """The state machine's view of a stored report."""
+    """The state machine's view of a stored report (its reporter is the submitting app)."""
     return ReportSnapshot(
+        reporter_subject=reporter_subject(report["source_app"]),
+        co_agency_ids=tuple(report.get("co_agency_ids") or ()),
+        published_at=report.get("published_at"),
         state=State(report["state"]),
         agency_id=report["agency_id"],
         requires_leader_approval=report["requires_leader_approval"],
@@ -743,6 +771,11 @@ def snapshot_of(report: dict[str, Any]) -> ReportSnapshot:
         closed_at=report["closed_at"],
         waiting_for_reporter=report["waiting_for_reporter"],
     )
+
+
+def reporter_subject(app_id: str) -> str:
+    """The subject a submitting app acts under as its reports' reporter."""
+    return f"app:{app_id}"
 
 
 @dataclass(frozen=True)
@@ -779,7 +812,12 @@ async def assigned_agency(
 
 
 def _fields_after(
-    report: dict[str, Any], t: Transition, *, agency: AssignedAgency | None, now: datetime
+    report: dict[str, Any],
+    t: Transition,
+    *,
+    agency: AssignedAgency | None,
+    now: datetime,
+    rating_window: timedelta,
 ) -> dict[str, Any]:
     d = t.details
     fields = {
@@ -797,6 +835,9 @@ def _fields_after(
             "closed_at",
             "public",
             "urgency",
+            "co_agency_ids",
+            "published_at",
+            "closes_at",
         )
     }
     fields["state"] = t.to_state.value
@@ -806,6 +847,8 @@ def _fields_after(
         fields["requires_leader_approval"] = agency.requires_leader_approval if agency else False
         if d.get("urgency"):
             fields["urgency"] = d["urgency"]
+        co = d.get("co_agency_ids")
+        fields["co_agency_ids"] = [str(a) for a in co] if isinstance(co, list | tuple) else []
     for key in ("reopen_count", "extension_count", "waiting_for_reporter", "rating", "public"):
         if key in d and d[key] is not None:
             fields[key] = d[key]
@@ -817,6 +860,16 @@ def _fields_after(
         fields["closed_at"] = now
     elif t.to_state is State.REOPENED:
         fields["closed_at"] = None
+    # the rating window: opened by publication, kept by a positive rating, else closed
+    if t.to_state is State.PUBLISHED and t.from_state is not State.PUBLISHED:
+        fields["published_at"] = now
+        fields["closes_at"] = now + rating_window
+    elif t.to_state is State.RATED and t.action_type.value == "rate":
+        rating = d.get("rating")
+        if not (isinstance(rating, int) and closes_after_rating(rating)):
+            fields["closes_at"] = None
+    elif t.to_state is not t.from_state:
+        fields["closes_at"] = None
     return fields
 
 
@@ -886,7 +939,20 @@ async def apply_action(
         agency = await assigned_agency(conn, agency_id=action.agency_id, agency_name=agency_name)
         # the timeline records which approval rule the assignment gave the report
         recorded["requires_leader_approval"] = agency.requires_leader_approval
-    fields = _fields_after(report, transition, agency=agency, now=now)
+    fields = _fields_after(
+        report,
+        transition,
+        agency=agency,
+        now=now,
+        rating_window=timedelta(days=s.rating_window_days),
+    )
+    if isinstance(action, AssignAction):
+        # routing records the assignment; it knows the report only from its submission
+        recorded["category"] = report["category"]
+        recorded["commune_code"] = report["commune_code"]
+    co_agencies = list(fields["co_agency_ids"])
+    if co_agencies:  # every event names the co-handling agencies (notices, statistics)
+        recorded["co_agency_ids"] = co_agencies
     await repository.update_after_transition(conn, report_id=report_id, fields=fields, at=now)
     details = _event_details(recorded)
     envelope = new_envelope(
@@ -927,6 +993,29 @@ async def apply_action(
 
 
 SYSTEM = Actor(role=Role.SYSTEM, subject="service:routing")
+RATING_WINDOW = Actor(role=Role.SYSTEM, subject="service:intake:rating-window")
+"""Who closes a report when its rating window ends."""
+WINDOW_ENDED = "the rating window ended"
+
+
+async def close_expired(conn: Conn, *, ctx: IntakeContext, limit: int) -> int:
+    """Close the reports whose rating window ended; call inside a transaction.
+
+    Due reports are claimed with FOR UPDATE SKIP LOCKED, so concurrent scanners take
+    different ones; each is closed by the system (a timeline row and a report.transitioned
+    event through the outbox) in this transaction, which also clears its ``closes_at``: a
+    window fires once, whatever restarts or other instances do. Returns how many closed.
+    """
+    due = await repository.claim_due_to_close(conn, now=ctx.clock.now(), limit=limit)
+    for report_id in due:
+        await apply_action(
+            conn,
+            report_id=report_id,
+            action=CloseAction(note=WINDOW_ENDED),
+            actor=RATING_WINDOW,
+            ctx=ctx,
+        )
+    return len(due)
 
 
 async def handle_external_event(
@@ -960,8 +1049,6 @@ async def handle_external_event(
 async def _on_routed(
     conn: Conn, envelope: Envelope[Payload], routed: ReportRouted, *, ctx: IntakeContext
 ) -> None:
-    from intake.domain import DomainError
-
     action = AssignAction(agency_id=routed.agency_id)
     # learn routing's name even if the assignment below is not applied (an admin's name stays)
     name = unicodedata.normalize("NFC", routed.agency_name).strip() or None

@@ -65,6 +65,17 @@ async def insert_key(
     )
 
 
+ADD_KEY_SCOPES = """
+UPDATE api_keys SET scopes = ARRAY(SELECT DISTINCT unnest(scopes || $2::text[]) ORDER BY 1)
+WHERE id = $1 AND NOT scopes @> $2::text[]
+"""
+
+
+async def add_key_scopes(conn: Conn, *, key_id: uuid.UUID, scopes: Sequence[str]) -> None:
+    """Give an existing key these scopes too (idempotent; a missing key is left alone)."""
+    await conn.execute(ADD_KEY_SCOPES, key_id, list(scopes))
+
+
 async def revoke_key(conn: Conn, *, key_id: uuid.UUID) -> bool:
     """Revoke a key; False when unknown or already revoked."""
     return str(await conn.execute(REVOKE_KEY, key_id)).endswith(" 1")
@@ -270,7 +281,8 @@ r.lat, r.lon, r.address, r.channel, r.urgency, r.media_urls, r.state, r.agency_i
 r.agency_name, r.requires_leader_approval, r.reopen_count, r.extension_count,
 r.waiting_for_reporter, r.public, r.flags, r.possible_duplicates, r.duplicate_of, r.rating,
 r.response_text, r.screening_due_at, r.acknowledgement_due_at, r.resolution_due_at,
-r.overdue, r.submitted_at, r.updated_at, r.closed_at, r.request_hash
+r.overdue, r.submitted_at, r.updated_at, r.closed_at, r.request_hash, r.co_agency_ids,
+r.published_at, r.closes_at
 """
 REPORT = f"SELECT {REPORT_COLUMNS} FROM reports r WHERE r.id = $1"
 REPORT_FOR_UPDATE = REPORT + " FOR UPDATE"
@@ -479,7 +491,7 @@ UPDATE_AFTER_TRANSITION = """
 UPDATE reports SET state = $2, agency_id = $3, agency_name = $4, reopen_count = $5,
     extension_count = $6, waiting_for_reporter = $7, duplicate_of = $8, rating = $9,
     response_text = $10, closed_at = $11, public = $12, urgency = $13, updated_at = $14,
-    requires_leader_approval = $15
+    requires_leader_approval = $15, co_agency_ids = $16, published_at = $17, closes_at = $18
 WHERE id = $1
 """
 
@@ -506,7 +518,26 @@ async def update_after_transition(
         f["urgency"],
         at,
         f["requires_leader_approval"],
+        list(f["co_agency_ids"]),
+        f["published_at"],
+        f["closes_at"],
     )
+
+
+# The rating window's timer: due reports, claimed so that concurrent scanners share them.
+DUE_TO_CLOSE = """
+SELECT id FROM reports
+WHERE closes_at <= $1 AND state IN ('published', 'rated')
+ORDER BY closes_at
+LIMIT $2
+FOR UPDATE SKIP LOCKED
+"""
+
+
+async def claim_due_to_close(conn: Conn, *, now: datetime, limit: int) -> list[uuid.UUID]:
+    """Reports whose rating window ended by ``now``, locked (others skip them); call inside
+    the transaction that closes them."""
+    return [r["id"] for r in await conn.fetch(DUE_TO_CLOSE, now, limit)]
 
 
 UPDATE_SLA = """
@@ -562,6 +593,8 @@ def list_query(filters: dict[str, Any], *, limit: int) -> tuple[str, list[Any]]:
         add("(r.category = ANY(?::text[]))", filters["category"])
     if filters.get("agency_id"):
         add("r.agency_id = ?", filters["agency_id"])
+    if filters.get("handled_by"):  # the lead agency or a co-handling one
+        add("(r.agency_id = ? OR ? = ANY(r.co_agency_ids))", filters["handled_by"])
     if filters.get("commune_code"):
         add("r.commune_code = ?", filters["commune_code"])
     if filters.get("overdue") is not None:
@@ -620,7 +653,8 @@ STAFF_READABLE_MEDIA = """
 SELECT m.sha256, m.content_type, m.size, m.thumbnail_sha256 FROM media m
 WHERE m.sha256 = $1 AND EXISTS (
     SELECT 1 FROM report_media rm JOIN reports r ON r.id = rm.report_id
-    WHERE rm.sha256 = m.sha256 AND ($2::boolean OR r.agency_id = $3::text)
+    WHERE rm.sha256 = m.sha256
+      AND ($2::boolean OR r.agency_id = $3::text OR $3::text = ANY(r.co_agency_ids))
 )
 """
 # ... and the public when one of them released it, published ($2) and public.
@@ -685,8 +719,8 @@ async def staff_readable_media(
     conn: Conn, *, sha256: str, every_agency: bool, agency_id: str | None
 ) -> dict[str, Any] | None:
     """The file's record when a report carrying it is one the staff member may see: any
-    report with ``every_agency``, else one assigned to ``agency_id``; None otherwise (and
-    when unknown)."""
+    report with ``every_agency``, else one ``agency_id`` leads or co-handles; None otherwise
+    (and when unknown)."""
     row = await conn.fetchrow(STAFF_READABLE_MEDIA, sha256, every_agency, agency_id)
     return None if row is None else dict(row)
 

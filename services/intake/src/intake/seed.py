@@ -15,7 +15,7 @@ from paht_common.runtime import connect_with_retry
 
 CATEGORIES_FILE = Path(__file__).resolve().parents[2] / "seeds" / "categories_bn.json"
 DEV_APP = "demo-app"
-DEV_SCOPES = ("reports:write", "reports:read")
+DEV_SCOPES = ("reports:write", "reports:read", "reports:feedback")
 
 
 def _description(group_name: str, name: str) -> str:
@@ -50,14 +50,17 @@ async def seed(settings: IntakeSettings) -> None:
                     keywords=c["keywords"],
                 )
             if settings.dev_api_key and settings.env != "production":
+                dev_key_id = uuid.uuid5(uuid.NAMESPACE_URL, "paht:dev-app")
                 await repository.insert_key(
                     conn,
-                    key_id=uuid.uuid5(uuid.NAMESPACE_URL, "paht:dev-app"),
+                    key_id=dev_key_id,
                     app_id=DEV_APP,
                     key_hash=hash_key(settings.dev_api_key),
                     scopes=DEV_SCOPES,
                     rate_per_minute=100_000,
                 )
+                # a dev key seeded before a scope existed gains it
+                await repository.add_key_scopes(conn, key_id=dev_key_id, scopes=DEV_SCOPES)
             await seed_leader_approval(conn, settings)
     finally:
         await pool.close()

@@ -55,6 +55,21 @@ class IntakeSettings(StaffTokenSettings):
     """Report numbers reserved per sequence query (a restart leaves a gap of at most this)."""
     max_reopens: int = 2
     reopen_window_days: int = 30
+    """The reporter (or the coordinator) may reopen a report within this many calendar days
+    of its publication (of its closing, once closed), at most ``max_reopens`` times."""
+    rating_window_days: float = 7.0
+    """Calendar days after publication when a report with no rating, or a positive one
+    (``domain.POSITIVE_RATING`` or more), is closed by the system (domain.md §4.3)."""
+    close_scan_interval_seconds: float = 30.0
+    """How often the rating-window scanner looks for due reports (a full batch: at once)."""
+    close_scan_batch: int = 100
+    screening_channels: list[str] = []
+    """Channels whose reports go to the coordinator's triage instead of automatic routing
+    (a JSON list, e.g. ``["hotline"]``)."""
+    screening_categories: list[str] = []
+    """Categories (a parent covers its sub-categories) that go to the coordinator's triage."""
+    screening_flags: list[str] = []
+    """Flags that send a report to triage, e.g. ``["possible_duplicate", "profanity"]``."""
     max_extensions: int = 1
     max_extension_days: int = 5
     leader_approval_agencies: list[AgencyId] = []

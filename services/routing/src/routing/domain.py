@@ -54,3 +54,13 @@ def choose_rule(rules: Iterable[Rule], *, category: str, commune_code: str | Non
     if not matching:
         return Decision(rule=None)
     return Decision(rule=min(matching, key=lambda r: (*specificity(r), r.id)))
+
+
+NEEDS_SCREENING = "needs_screening"
+"""Flag intake puts on a submitted report held for the coordinator's triage: not routed."""
+
+
+def is_manual_assignment(*, action: str, actor_role: str) -> bool:
+    """Whether a report.transitioned is a coordinator's (re-)assignment, which routing
+    records; a system ``assign`` is intake applying routing's own decision."""
+    return action == "assign" and actor_role != "system"

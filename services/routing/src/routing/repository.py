@@ -17,6 +17,11 @@ WHERE active
 """
 
 AGENCY_NAME = "SELECT name FROM agencies WHERE id = $1"
+AGENCY_EXISTS = "SELECT EXISTS (SELECT 1 FROM agencies WHERE id = $1)"
+CURRENT_ASSIGNMENT = """
+SELECT agency_id, category, commune_code, source FROM assignments
+WHERE report_id = $1 AND is_current
+"""
 
 RETIRE_CURRENT = "UPDATE assignments SET is_current = false WHERE report_id = $1 AND is_current"
 
@@ -69,6 +74,17 @@ async def agency_name(conn: Conn, *, agency_id: str) -> str:
     if name is None:
         raise KeyError(agency_id)
     return str(name)
+
+
+async def agency_exists(conn: Conn, *, agency_id: str) -> bool:
+    """Whether routing knows the agency."""
+    return bool(await conn.fetchval(AGENCY_EXISTS, agency_id))
+
+
+async def current_assignment(conn: Conn, *, report_id: uuid.UUID) -> dict[str, object] | None:
+    """The report's current assignment, or None."""
+    row = await conn.fetchrow(CURRENT_ASSIGNMENT, report_id)
+    return None if row is None else dict(row)
 
 
 async def insert_assignment(
