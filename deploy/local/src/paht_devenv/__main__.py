@@ -25,13 +25,14 @@ def _banner(env: Environment) -> str:
     p = env.ports
     lines = [
         "",
-        "PAHT is running:",
-        f"  intake   http://127.0.0.1:{p.services['intake']}/docs",
+        "PAHT is running (every page below works without internet):",
+        *(
+            f"  {name:8} http://127.0.0.1:{port}/   API docs http://127.0.0.1:{port}/docs"
+            for name, port in p.services.items()
+        ),
         f"  open311  http://127.0.0.1:{p.services['intake']}/open311/v2/discovery.json",
-        f"  routing  http://127.0.0.1:{p.services['routing']}/docs",
-        f"  sla      http://127.0.0.1:{p.services['sla']}/docs",
-        f"  notify   http://127.0.0.1:{p.services['notify']}/docs",
-        "  metrics  /metrics on each service",
+        f"  events   http://127.0.0.1:{p.services['intake']}/asyncapi",
+        "  also     /redoc, /healthz, /readyz and /metrics on each service",
         f"  Prometheus http://127.0.0.1:{p.prometheus}   Kafka 127.0.0.1:{p.kafka}   "
         f"PostgreSQL postgresql://postgres@127.0.0.1:{p.postgres}/",
         f"  logs     {env.log_dir}",
