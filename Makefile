@@ -5,9 +5,11 @@ PY := $(UV) run --frozen
 PAHT := $(PY) python -m paht_devenv
 PYTEST := $(PY) pytest
 SERVICE ?=
+RATE ?= 50
+SECONDS ?= 30
 
 .PHONY: help bootstrap run up down status start stop kill restart logs migrate seed infra \
-        test lint format typecheck test-unit test-integration test-contract test-e2e bench
+        test lint format typecheck test-unit test-integration test-contract test-e2e bench bench-e2e
 
 help:
 	@echo "make run | up | down | status | start|stop|kill|restart|logs SERVICE=intake"
@@ -75,3 +77,7 @@ bench: bootstrap
 	$(PY) python bench/bench_intake.py
 	$(PY) python bench/bench_outbox_purge.py
 	$(PY) python bench/bench_e2e_latency.py
+
+# open-loop pipeline benchmark: POST /v1/reports at RATE/s for SECONDS → report.assigned webhook
+bench-e2e: bootstrap
+	$(PY) python bench/bench_pipeline.py --rate $(RATE) --seconds $(SECONDS) $(BENCH_ARGS)
