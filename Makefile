@@ -9,7 +9,8 @@ RATE ?= 50
 SECONDS ?= 30
 
 .PHONY: help bootstrap run up down status start stop kill restart logs migrate seed infra \
-        test lint format typecheck test-unit test-integration test-contract test-e2e bench bench-e2e
+        test lint format typecheck test-unit test-integration test-contract test-e2e bench \
+        mutation bench-e2e
 
 help:
 	@echo "make run | up | down | status | start|stop|kill|restart|logs SERVICE=intake"
@@ -70,6 +71,10 @@ test-contract:
 
 test-e2e: bootstrap
 	$(PYTEST) -q tests/e2e
+
+# mutmut on copies under .paht/mutation/ (never the work tree); MODULES= picks some, JOBS=2
+mutation: bootstrap
+	$(PY) python tests/mutation/mutate.py $(MODULES)
 
 bench: bootstrap
 	$(PY) python bench/bench_calendar.py
