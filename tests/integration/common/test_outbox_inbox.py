@@ -87,6 +87,17 @@ async def _read_all(
     return records
 
 
+async def _records_held(bootstrap: str, topic: str) -> int:
+    """How many records the topic holds (sum of its partitions' end offsets)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    await consumer.start()
+    try:
+        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in range(3)])
+    finally:
+        await consumer.stop()
+    return sum(ends.values())
+
+
 async def test_outbox_rows_reach_kafka_once_and_are_marked_published(
     pool: asyncpg.Pool, producer: AIOKafkaProducer, topic: str, kafka_bootstrap: str
 ) -> None:
@@ -176,9 +187,12 @@ async def test_consumer_handles_each_event_once_and_dead_letters_poison(
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await consumer.stop()
-    assert handled == [env.event_id]
+    assert handled == [env.event_id]  # the redelivery was a duplicate: no second effect
     async with pool.acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM seen") == 1
+        assert await conn.fetchval("SELECT count(*) FROM inbox WHERE consumer = $1", group) == 1
+    # every offset is committed, so the dead letter was acknowledged before: exactly one
+    assert await _records_held(kafka_bootstrap, topic + ".dlq") == 1
     reasons = dict(dead.headers)
     assert reasons["dlq_reason"].startswith(b"undecodable")
     assert dead.value == b"\x00poison"
