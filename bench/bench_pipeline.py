@@ -995,6 +995,7 @@ def main() -> None:
         parser.error("--rate and --seconds must be positive")
     load_avg = os.getloadavg()
     log(f"loadavg at start {load_avg[0]:.2f} {load_avg[1]:.2f} {load_avg[2]:.2f}")
+    code = code_version()  # before the run: others may commit while it goes
     with system(args.attach) as target:
         result = uvloop.run(measure(target, args))
     output = args.output or RESULTS_DIR / f"pipeline-{args.rate:g}.json"
@@ -1002,7 +1003,7 @@ def main() -> None:
         "benchmark": "pipeline: open-loop POST /v1/reports → verified report.assigned webhook",
         "command": " ".join(["uv run --frozen python bench/bench_pipeline.py", *sys.argv[1:]]),
         "mode": "attach" if args.attach else "throwaway environment",
-        "code": code_version(),
+        "code": code,
         "python": platform.python_version(),
         "cpu_count": os.cpu_count(),
         "loadavg_before_startup": [round(v, 2) for v in load_avg],
