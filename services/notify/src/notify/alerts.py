@@ -37,6 +37,8 @@ from paht_common.roles import Role
 SLA_ESCALATED = "sla.escalated"
 REPORT_RETURNED = "report.returned"
 EXTENSION_REQUESTED = "report.extension_requested"
+REPORT_CO_ASSIGNED = "report.co_assigned"
+REPORT_TAKEN_AWAY = "report.reassigned_away"
 REPORT_PUBLISHED = "report.published"
 
 PERSONAL_KINDS = (
@@ -46,6 +48,8 @@ PERSONAL_KINDS = (
     SLA_ESCALATED,
     REPORT_RETURNED,
     EXTENSION_REQUESTED,
+    REPORT_CO_ASSIGNED,
+    REPORT_TAKEN_AWAY,
 )
 """Event kinds a staff member can receive, and so set preferences for."""
 
@@ -56,6 +60,8 @@ KIND_LABELS_VI = {
     SLA_ESCALATED: "Chuyển cấp do quá hạn",
     REPORT_RETURNED: "Phản ánh bị trả lại",
     EXTENSION_REQUESTED: "Đề nghị gia hạn",
+    REPORT_CO_ASSIGNED: "Phối hợp xử lý phản ánh",
+    REPORT_TAKEN_AWAY: "Phản ánh được giao cho cơ quan khác",
 }
 
 CLOCKS_VI = {"screening": "phân loại", "acknowledgement": "tiếp nhận", "resolution": "xử lý"}
@@ -132,15 +138,19 @@ def _officers(agency_id: str, *more: Role) -> tuple[Audience, ...]:
     return (Audience(frozenset({Role.OFFICER, *more}), agency_id),)
 
 
-def alert_for(envelope: Envelope[Payload], facts: ReportFacts | None) -> Alert | None:
-    """The alert an event causes, or None when nobody needs to hear about it."""
+def alerts_for(envelope: Envelope[Payload], facts: ReportFacts | None) -> list[Alert]:
+    """The alerts an event causes (none when nobody needs to hear about it)."""
     payload = envelope.payload
     urgent_report = facts is not None and facts.urgency == "urgent"
+    found: list[Alert | None] = []
     if isinstance(payload, SlaClocksChanged | SlaThresholdReached):
-        return _sla_alert(envelope, payload, facts, urgent_report)
-    if isinstance(payload, ReportTransitioned):
-        return _transition_alert(envelope, payload, facts, urgent_report)
-    return None
+        found.append(_sla_alert(envelope, payload, facts, urgent_report))
+    elif isinstance(payload, ReportTransitioned):
+        if payload.action == "assign":
+            found += _assignment_alerts(payload, facts, urgent_report)
+        else:
+            found.append(_transition_alert(envelope, payload, facts, urgent_report))
+    return [a for a in found if a is not None]
 
 
 def _sla_alert(
@@ -276,6 +286,56 @@ def _transition_alert(
             app_webhook_body=render_body(REPORT_PUBLISHED, envelope.occurred_at, data),
         )
     return None
+
+
+def _assignment_alerts(
+    payload: ReportTransitioned, facts: ReportFacts | None, urgent_report: bool
+) -> list[Alert]:
+    """A manual assignment: co-handling agencies' officers are told, and so is the agency a
+    coordinator took the report from (the new lead hears through SLA's ``report.assigned``)."""
+    number = facts.number if facts is not None and facts.number else str(payload.report_id)
+    agency = payload.agency_id
+    details = payload.details
+    co = details.get("co_agency_ids")
+    co_agencies = [str(a) for a in co if a != agency] if isinstance(co, list) else []
+    previous = details.get("previous_agency_id")
+    alerts: list[Alert] = []
+    if co_agencies:
+        alerts.append(
+            Alert(
+                kind=REPORT_CO_ASSIGNED,
+                report_id=payload.report_id,
+                number=number,
+                agency_id=agency,
+                people=tuple(Audience(frozenset({Role.OFFICER}), a) for a in co_agencies),
+                urgent=urgent_report,
+                title=f"Phối hợp xử lý: {number}",
+                text=_clip(f"Cơ quan anh/chị phối hợp với {agency} xử lý phản ánh {number}."),
+            )
+        )
+    taken_from = (
+        previous
+        if isinstance(previous, str) and previous not in (agency, "", *co_agencies)
+        else None
+    )
+    if taken_from is not None:
+        alerts.append(
+            Alert(
+                kind=REPORT_TAKEN_AWAY,
+                report_id=payload.report_id,
+                number=number,
+                agency_id=taken_from,
+                people=(Audience(frozenset({Role.OFFICER, Role.LEADER}), taken_from),),
+                urgent=False,
+                title=f"Đã chuyển phản ánh {number}",
+                text=_clip(
+                    f"Phản ánh {number} đã được giao cho {agency or 'cơ quan khác'}"
+                    + (f": {payload.reason}" if payload.reason else "")
+                    + "."
+                ),
+            )
+        )
+    return alerts
 
 
 def report_link(workspace_url: str, report_id: uuid.UUID) -> str:

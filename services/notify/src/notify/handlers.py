@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from notify import directory, repository
-from notify.alerts import Alert, ReportFacts, alert_for, email_content, push_payload
+from notify.alerts import Alert, ReportFacts, alerts_for, email_content, push_payload
 from notify.directory import Recipient
 from notify.domain import EMAIL, WEB_PUSH, WEBHOOK, ClaimedDelivery, Decision, delivery_id
 from notify.metrics import CIRCUIT_OPENED, QUEUED
@@ -91,9 +91,15 @@ async def handle_event(
     if not isinstance(payload, SlaClocksChanged | SlaThresholdReached | ReportTransitioned):
         return 0
     facts = await directory.facts_of(conn, payload.report_id)
-    alert = alert_for(envelope, facts)
-    if alert is None:
-        return 0
+    created = 0
+    for alert in alerts_for(envelope, facts):
+        created += await _queue_alert(conn, envelope, alert, ctx)
+    return created
+
+
+async def _queue_alert(
+    conn: Conn, envelope: Envelope[Payload], alert: Alert, ctx: FanOutContext
+) -> int:
     created = 0
     if alert.agency_webhook_body is not None and alert.agency_id is not None:
         hooks = await repository.active_subscription_ids(
