@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable, Mapping
+from datetime import date
+from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
+from pydantic import AwareDatetime, BeforeValidator
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -21,6 +24,42 @@ PARAMETER_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
 """Characters no path segment or query parameter may hold."""
 FREE_TEXT_FORBIDDEN = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
 """Characters free text may not hold (tab, line feed and carriage return are allowed)."""
+
+RFC3339 = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})$"
+)
+"""An RFC 3339 date-time (section 5.6): date, time with seconds, and an offset."""
+
+
+def _rfc3339_only(value: Any) -> Any:
+    if isinstance(value, str) and RFC3339.match(value) is None:
+        raise ValueError("must be an RFC 3339 date-time such as 2026-03-01T08:00:00+07:00")
+    if isinstance(value, int | float):  # pydantic would read a number as a Unix time
+        raise ValueError("must be an RFC 3339 date-time, not a number")
+    return value
+
+
+Rfc3339DateTime = Annotated[AwareDatetime, BeforeValidator(_rfc3339_only)]
+"""A date-time parameter that takes RFC 3339 text only (no Unix epoch, no bare date)."""
+
+ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def _iso_date_only(value: Any) -> Any:
+    if isinstance(value, str) and ISO_DATE.match(value) is None:
+        raise ValueError("must be a date such as 2026-03-01 (RFC 3339 full-date)")
+    if isinstance(value, int | float):  # pydantic would read a number as a Unix time
+        raise ValueError("must be a date such as 2026-03-01, not a number")
+    return value
+
+
+IsoDate = Annotated[date, BeforeValidator(_iso_date_only)]
+"""A date parameter that takes YYYY-MM-DD only (no Unix epoch)."""
+
+PARAMETER_PATTERN = r"^[^\x00-\x1f\x7f]*$"
+"""JSON Schema ``pattern`` of the parameter rule (what ``PARAMETER_FORBIDDEN`` refuses)."""
+FREE_TEXT_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
+"""``pattern`` of free text (what ``FREE_TEXT_FORBIDDEN`` refuses; also a pydantic pattern)."""
 
 Responder = Callable[[Scope, str, str], Awaitable[Response] | Response]
 """Builds the refusal for a request: (scope, field, message)."""

@@ -12,6 +12,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 PROBLEM_JSON = "application/problem+json"
 UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
@@ -65,6 +66,67 @@ def problem_responses(
         }
         for status in statuses
     }
+
+
+UNAVAILABLE_DOC: dict[str, Any] = {
+    "description": "the database or broker cannot be reached; retry later",
+    "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}},
+    "content": {PROBLEM_JSON: {"schema": PROBLEM_SCHEMA}},
+}
+
+
+UNREADABLE_BODY_DOC: dict[str, Any] = {
+    "description": "the body cannot be read (not UTF-8 JSON, or not the declared media type)",
+    "content": {PROBLEM_JSON: {"schema": PROBLEM_SCHEMA}},
+}
+
+
+def document_problems(app: FastAPI) -> None:
+    """Make the app's OpenAPI say what the handlers answer: FastAPI's generated 422 is
+    problem+json, a body that cannot be parsed is a 400, every operation may answer 503
+    (``unavailable_response``), and path and query strings follow the text rule
+    (``paht_common.boundary``). Call it again after replacing ``app.openapi``."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        document = generate()
+        for operations in document.get("paths", {}).values():
+            for operation in operations.values():
+                if isinstance(operation, dict) and "responses" in operation:
+                    _problem_content(operation["responses"])
+                    _parameter_text_rule(operation.get("parameters", []))
+                    if "requestBody" in operation:
+                        operation["responses"].setdefault("400", UNREADABLE_BODY_DOC)
+        document.get("components", {}).get("schemas", {}).pop("HTTPValidationError", None)
+        document.get("components", {}).get("schemas", {}).pop("ValidationError", None)
+        app.openapi_schema = document
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _parameter_text_rule(parameters: list[dict[str, Any]]) -> None:
+    from paht_common.boundary import PARAMETER_PATTERN
+
+    for parameter in parameters:
+        if parameter.get("in") not in ("path", "query"):
+            continue
+        schema = parameter.get("schema", {})
+        for variant in [schema, *schema.get("anyOf", [])]:
+            if variant.get("type") == "string" and not {"pattern", "format", "enum"} & set(variant):
+                variant["pattern"] = PARAMETER_PATTERN
+
+
+def _problem_content(responses: dict[str, Any]) -> None:
+    for response in responses.values():
+        content = response.get("content") or {}
+        schema = content.get("application/json", {}).get("schema", {})
+        if str(schema.get("$ref", "")).endswith("/HTTPValidationError"):
+            response["content"] = {PROBLEM_JSON: {"schema": PROBLEM_SCHEMA}}
+    if not any(str(status).startswith("5") for status in responses):
+        responses["503"] = UNAVAILABLE_DOC
 
 
 class Problem(HTTPException):
@@ -134,6 +196,7 @@ def install_problem_handlers(
     from paht_common.boundary import TextBoundary
 
     app.add_middleware(TextBoundary, responders=boundary_responders)
+    document_problems(app)
 
     @app.exception_handler(RequestValidationError)
     async def on_validation(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -149,8 +212,11 @@ def install_problem_handlers(
         return problem_response(422, "Invalid request", detail, errors=errors)
 
     @app.exception_handler(StarletteHTTPException)
-    async def on_http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         headers = dict(exc.headers) if exc.headers else None
+        if exc.status_code == 405:
+            # Starlette names the methods of the first route matching the path, not all
+            headers = {**(headers or {}), "Allow": allowed_methods(request)}
         return problem_response(
             exc.status_code, _title(exc.status_code), str(exc.detail), headers=headers
         )
@@ -177,6 +243,16 @@ def install_problem_handlers(
 
     for error in TEXT_REFUSED_ERRORS:
         app.add_exception_handler(error, on_text_refused)
+
+
+def allowed_methods(request: Request) -> str:
+    """The ``Allow`` value of a request's path: the methods of every route serving it."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        route_methods = getattr(route, "methods", None)
+        if route_methods and route.matches(request.scope)[0] is not Match.NONE:
+            methods |= set(route_methods)
+    return ", ".join(sorted(methods))
 
 
 def unavailable_response(exc: Exception) -> JSONResponse:

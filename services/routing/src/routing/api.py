@@ -18,7 +18,7 @@ from paht_common.docs import install_docs
 from paht_common.events import Envelope, Payload
 from paht_common.faust_worker import attach_agent, make_faust_app
 from paht_common.http import DbConn, ops_router
-from paht_common.problems import install_problem_handlers
+from paht_common.problems import install_problem_handlers, problem_responses
 from paht_common.runtime import Runtime
 from paht_common.topics import REPORT_EVENTS
 from routing import repository
@@ -27,6 +27,10 @@ from routing.settings import RoutingSettings
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 CONSUMER = "routing"
+PROBLEM_TEXT = {
+    404: "the report has no assignment (not routed yet, or unknown)",
+    422: "report_id is not a UUID",
+}
 
 
 def build_app(settings: RoutingSettings | None = None) -> FastAPI:
@@ -57,7 +61,11 @@ def build_app(settings: RoutingSettings | None = None) -> FastAPI:
     install_problem_handlers(app)
     install_docs(app, "routing")
 
-    @app.get("/v1/assignments/{report_id}", tags=["assignments"])
+    @app.get(
+        "/v1/assignments/{report_id}",
+        tags=["assignments"],
+        responses=problem_responses(PROBLEM_TEXT, 404, 422),
+    )
     async def get_assignments(report_id: uuid.UUID, conn: DbConn) -> dict[str, Any]:
         """Current lead agency of a report and its routing history."""
         history = await repository.assignments_of(conn, report_id=report_id)

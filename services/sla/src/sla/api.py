@@ -13,8 +13,9 @@ from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Header, Query, Request
 from faust.contrib.asgi import faust_app_running
-from pydantic import AwareDatetime, BaseModel, Field, field_validator
+from pydantic import BaseModel, Field
 
+from paht_common.boundary import FREE_TEXT_PATTERN, IsoDate, Rfc3339DateTime
 from paht_common.clock import SystemClock, to_local_iso
 from paht_common.db import Conn
 from paht_common.docs import install_docs
@@ -22,7 +23,7 @@ from paht_common.events import Envelope, Payload
 from paht_common.faust_worker import attach_agent, make_faust_app
 from paht_common.http import DbConn, ops_router
 from paht_common.paging import decode_cursor, encode_cursor
-from paht_common.problems import Problem, install_problem_handlers
+from paht_common.problems import Problem, install_problem_handlers, problem_responses
 from paht_common.runtime import Runtime
 from paht_common.topics import REPORT_EVENTS, ROUTING_EVENTS
 from sla import repository
@@ -34,6 +35,17 @@ from sla.settings import SlaSettings
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 CONSUMER = "sla"
+PROBLEM_TEXT = {
+    400: "cursor is not one this API issued",
+    401: "the admin token is missing or wrong (Authorization: Bearer)",
+    404: "no such report clocks or calendar override",
+    422: "a parameter or the body is invalid (the problem names it)",
+}
+
+
+def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` of the SLA service's problem+json answers."""
+    return problem_responses(PROBLEM_TEXT, *statuses)
 
 
 class DueAnswer(BaseModel):
@@ -63,8 +75,8 @@ class OverrideIn(BaseModel):
     """A day off or make-up working day, with the document that announced it."""
 
     kind: OverrideKind
-    reason: str = Field(min_length=1, max_length=500)
-    document: str = Field(default="", max_length=500)
+    reason: str = Field(min_length=1, max_length=500, pattern=FREE_TEXT_PATTERN)
+    document: str = Field(default="", max_length=500, pattern=FREE_TEXT_PATTERN)
 
 
 class TargetIn(BaseModel):
@@ -78,23 +90,18 @@ class PolicyIn(BaseModel):
     """An SLA policy: conditions (None = any) and the three clocks."""
 
     priority: int = Field(ge=0, le=100_000)
-    category: str | None = Field(default=None, max_length=100)
+    category: str | None = Field(
+        default=None, max_length=100, pattern=r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$"
+    )
     urgency: Literal["urgent", "normal", "complex"] | None = None
-    agency_id: str | None = Field(default=None, max_length=100)
+    agency_id: str | None = Field(
+        default=None, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+    )
     screening: TargetIn
     acknowledgement: TargetIn
     resolution: TargetIn
     resolution_starts: Literal["assigned", "acknowledged"] = "acknowledged"
     on_reroute: Literal["restart", "continue"] = "restart"
-
-    @field_validator("category")
-    @classmethod
-    def _category_code(cls, value: str | None) -> str | None:
-        if value is not None and not all(
-            part.isalnum() or "_" in part for part in value.split(".")
-        ):
-            raise ValueError("category must be a dotted code such as INFRA.ROAD")
-        return value
 
 
 def _office(unit: str) -> bool:
@@ -194,8 +201,9 @@ def build_app(settings: SlaSettings | None = None) -> FastAPI:
     install_docs(app, "sla")
 
     async def require_admin(authorization: Annotated[str | None, Header()] = None) -> None:
-        expected = f"Bearer {settings.admin_token}"
-        if authorization is None or not hmac.compare_digest(authorization, expected):
+        expected = f"Bearer {settings.admin_token}".encode()
+        # bytes: compare_digest refuses str with non-ASCII characters (a 500, before)
+        if authorization is None or not hmac.compare_digest(authorization.encode(), expected):
             raise Problem(
                 401,
                 "Unauthorized",
@@ -205,7 +213,7 @@ def build_app(settings: SlaSettings | None = None) -> FastAPI:
 
     Admin = Annotated[None, Depends(require_admin)]
 
-    @app.get("/v1/sla/overdue", tags=["sla"])
+    @app.get("/v1/sla/overdue", tags=["sla"], responses=problems(400, 422))
     async def get_overdue(
         conn: DbConn,
         agency: str | None = Query(default=None, max_length=100),
@@ -232,7 +240,7 @@ def build_app(settings: SlaSettings | None = None) -> FastAPI:
         ]
         return {"items": items, "next_cursor": _cursor(page[-1]) if more and page else None}
 
-    @app.get("/v1/sla/{report_id}", tags=["sla"])
+    @app.get("/v1/sla/{report_id}", tags=["sla"], responses=problems(404, 422))
     async def get_sla(report_id: uuid.UUID, conn: DbConn) -> dict[str, Any]:
         """Clocks of a report: due instants, elapsed and remaining time, status."""
         report = await repository.get_report(conn, report_id=report_id)
@@ -252,10 +260,12 @@ def build_app(settings: SlaSettings | None = None) -> FastAPI:
             "clocks": [_clock_view(r, now=now, calendar=calendar) for r in rows],
         }
 
-    @app.get("/v1/calendar/due", tags=["calendar"], response_model=DueAnswer)
+    @app.get(
+        "/v1/calendar/due", tags=["calendar"], response_model=DueAnswer, responses=problems(422)
+    )
     async def get_due(
         conn: DbConn,
-        start: AwareDatetime,
+        start: Rfc3339DateTime,
         amount: Annotated[float, Query(ge=0, le=10_000)],
         unit: Unit,
     ) -> DueAnswer:
@@ -267,8 +277,13 @@ def build_app(settings: SlaSettings | None = None) -> FastAPI:
             raise Problem(422, "Invalid deadline request", str(exc), field="start") from exc
         return DueAnswer(due_at=to_local_iso(due), calendar_version=calendar.version)
 
-    @app.get("/v1/calendar/next-working", tags=["calendar"], response_model=NextWorkingAnswer)
-    async def get_next_working(conn: DbConn, at: AwareDatetime) -> NextWorkingAnswer:
+    @app.get(
+        "/v1/calendar/next-working",
+        tags=["calendar"],
+        response_model=NextWorkingAnswer,
+        responses=problems(422),
+    )
+    async def get_next_working(conn: DbConn, at: Rfc3339DateTime) -> NextWorkingAnswer:
         """The first instant at or after ``at`` in office hours (notify's quiet hours end)."""
         calendar = await ctx.calendars.get(conn)
         try:
@@ -281,11 +296,16 @@ def build_app(settings: SlaSettings | None = None) -> FastAPI:
             calendar_version=calendar.version,
         )
 
-    @app.get("/v1/calendar/days", tags=["calendar"], response_model=list[DayView])
+    @app.get(
+        "/v1/calendar/days",
+        tags=["calendar"],
+        response_model=list[DayView],
+        responses=problems(422),
+    )
     async def get_days(
         conn: DbConn,
-        from_: Annotated[date, Query(alias="from")],
-        to: Annotated[date, Query()],
+        from_: Annotated[IsoDate, Query(alias="from")],
+        to: Annotated[IsoDate, Query()],
     ) -> list[DayView]:
         """Each local day in [from, to] (at most 366), working or not, with its name."""
         calendar = await ctx.calendars.get(conn)
@@ -308,9 +328,9 @@ def build_app(settings: SlaSettings | None = None) -> FastAPI:
             for o in await repository.list_overrides(conn)
         ]
 
-    @app.put("/v1/calendar/overrides/{day}", tags=["calendar"])
+    @app.put("/v1/calendar/overrides/{day}", tags=["calendar"], responses=problems(401, 422))
     async def put_override(
-        day: date, body: OverrideIn, conn: DbConn, _: Admin, request: Request
+        day: IsoDate, body: OverrideIn, conn: DbConn, _: Admin, request: Request
     ) -> dict[str, Any]:
         """Create or replace the override of one day (new calendar version)."""
         override = CalendarOverride(
@@ -325,8 +345,13 @@ def build_app(settings: SlaSettings | None = None) -> FastAPI:
         calendar = await ctx.calendars.get(conn)
         return {"date": day.isoformat(), "revision": revision, "calendar_version": calendar.version}
 
-    @app.delete("/v1/calendar/overrides/{day}", tags=["calendar"], status_code=204)
-    async def delete_override(day: date, conn: DbConn, _: Admin) -> None:
+    @app.delete(
+        "/v1/calendar/overrides/{day}",
+        tags=["calendar"],
+        status_code=204,
+        responses=problems(401, 404, 422),
+    )
+    async def delete_override(day: IsoDate, conn: DbConn, _: Admin) -> None:
         """Remove the override of one day."""
         if not await repository.delete_override(conn, day=day):
             raise Problem(404, "Not found", f"no override on {day}", field="day")
@@ -336,7 +361,7 @@ def build_app(settings: SlaSettings | None = None) -> FastAPI:
         """Active policies in evaluation order."""
         return [_policy_view(p) for p in await repository.load_policies(conn)]
 
-    @app.put("/v1/policies/{policy_id}", tags=["policies"])
+    @app.put("/v1/policies/{policy_id}", tags=["policies"], responses=problems(401, 422))
     async def put_policy(
         policy_id: Annotated[str, Field(max_length=100)], body: PolicyIn, conn: DbConn, _: Admin
     ) -> dict[str, Any]:
