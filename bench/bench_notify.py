@@ -115,6 +115,7 @@ async def _receivers(conn: multiprocessing.connection.Connection, count: int) ->
 
     arrivals: dict[str, float] = {}
     statuses: Counter[str] = Counter()
+    connections: set[tuple[str, int]] = set()  # client (host, port): one per TCP connection
     verify = {"checked": 0, "failed": 0, "seen": 0}
     push_log: list[tuple[float, str, int, str | None, bytes | None]] = []
 
@@ -135,6 +136,9 @@ async def _receivers(conn: multiprocessing.connection.Connection, count: int) ->
         raw = await request.read()
         now = time.time()
         name = request.match_info["name"]
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        if peer:
+            connections.add((str(peer[0]), int(peer[1])))
         if name.startswith("dead"):
             statuses["dead_503"] += 1
             return web.Response(status=503, text="unavailable")
@@ -181,6 +185,7 @@ async def _receivers(conn: multiprocessing.connection.Connection, count: int) ->
                     {
                         "hook_arrivals": dict(arrivals),
                         "hook_statuses": dict(statuses),
+                        "hook_connections": len(connections),
                         "signatures": dict(verify),
                         "pushes": pushes,
                         "cpu_seconds": usage.ru_utime + usage.ru_stime,
@@ -188,6 +193,7 @@ async def _receivers(conn: multiprocessing.connection.Connection, count: int) ->
                 )
                 arrivals.clear()
                 statuses.clear()
+                connections.clear()
                 push_log.clear()
                 verify.update(checked=0, failed=0, seen=0)
             else:
@@ -268,6 +274,7 @@ class Timings:
     claimed_rows: list[int] = field(default_factory=list)
     pending_stats_ms: list[float] = field(default_factory=list)
     record_ms: list[float] = field(default_factory=list)
+    record_sizes: list[int] = field(default_factory=list)
     record_total_ms: list[float] = field(default_factory=list)
     send_ms: dict[str, list[float]] = field(default_factory=dict)
 
@@ -288,12 +295,13 @@ class Timings:
                 "mean_ms": mean(self.pending_stats_ms),
                 "total_s": round(sum(self.pending_stats_ms) / 1000, 2),
             },
-            "record_attempt": {
+            "record_attempts": {
                 "calls": len(self.record_ms),
                 "mean_ms": mean(self.record_ms),
                 "p99_ms": percentiles(self.record_ms)["p99"],
+                "mean_outcomes": mean([float(n) for n in self.record_sizes]),
             },
-            "record_incl_pool_wait": {
+            "record_outcome_wait": {
                 "mean_ms": mean(self.record_total_ms),
                 "p99_ms": percentiles(self.record_total_ms)["p99"],
             },
@@ -308,13 +316,17 @@ TIMINGS = Timings()
 
 
 def instrument() -> None:
-    """Wrap the dispatcher's claim / stats / record calls with timers (module attributes)."""
+    """Wrap the dispatcher's claim / stats / record calls with timers (module attributes).
+
+    ``record_attempts`` is one batch (one transaction, pool wait excluded); the outcome wait
+    is ``Recorder.record``: from a send's outcome to its batch committed.
+    """
     from notify import dispatcher, repository
 
     claim = repository.claim_due
     stats = repository.pending_stats
-    record = dispatcher.record_attempt  # type: ignore[attr-defined]
-    record_outer = dispatcher.Dispatcher._record
+    record = dispatcher.record_attempts  # type: ignore[attr-defined]
+    record_outer = dispatcher.Recorder.record
 
     async def timed_claim(*args: Any, **kwargs: Any) -> Any:
         began = time.perf_counter()
@@ -329,21 +341,24 @@ def instrument() -> None:
         TIMINGS.pending_stats_ms.append((time.perf_counter() - began) * 1000)
         return result
 
-    async def timed_record(*args: Any, **kwargs: Any) -> Any:
+    async def timed_record(conn: Any, outcomes: Any, *args: Any, **kwargs: Any) -> Any:
         began = time.perf_counter()
-        result = await record(*args, **kwargs)
+        result = await record(conn, outcomes, *args, **kwargs)
         TIMINGS.record_ms.append((time.perf_counter() - began) * 1000)
+        TIMINGS.record_sizes.append(len(outcomes))
         return result
 
-    async def timed_outer(self: Any, *args: Any, **kwargs: Any) -> None:
+    async def timed_outer(self: Any, *args: Any, **kwargs: Any) -> Any:
         began = time.perf_counter()
-        await record_outer(self, *args, **kwargs)
-        TIMINGS.record_total_ms.append((time.perf_counter() - began) * 1000)
+        try:
+            return await record_outer(self, *args, **kwargs)
+        finally:
+            TIMINGS.record_total_ms.append((time.perf_counter() - began) * 1000)
 
     repository.claim_due = timed_claim
     repository.pending_stats = timed_stats
-    dispatcher.record_attempt = timed_record  # type: ignore[attr-defined]
-    dispatcher.Dispatcher._record = timed_outer  # type: ignore[method-assign]
+    dispatcher.record_attempts = timed_record  # type: ignore[attr-defined]
+    dispatcher.Recorder.record = timed_outer  # type: ignore[method-assign]
 
 
 class TimedChannel:
@@ -687,6 +702,7 @@ class Bench:
             "postgres_cpu_s_per_1000": round(pg_seconds / max(len(done), 1) * 1000, 3),
             "receivers": {
                 "hook_statuses": received["hook_statuses"],
+                "hook_connections": received["hook_connections"],
                 "signatures_verified": received["signatures"],
                 "push_statuses": {str(k): v for k, v in push_status.items()},
                 "push_refusals": dict(refusals.most_common(3)),
