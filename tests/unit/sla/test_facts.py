@@ -122,3 +122,11 @@ def test_explicit_pause_resume_and_return_give_one_fact_each() -> None:
 def test_events_without_clock_meaning_give_no_fact() -> None:
     assert kinds(transition("publish", from_state="resolved", to_state="published")) == []
     assert fact_from(new_envelope(transition("rate"), source="/t", province="bn")) is None
+
+
+def test_sending_a_report_back_to_screening_stops_the_agencys_clocks_like_a_return() -> None:
+    payload = transition(
+        "rescreen", from_state="in_progress", to_state="screening", actor_role="coordinator"
+    )
+
+    assert kinds(payload) == [FactKind.RETURNED]

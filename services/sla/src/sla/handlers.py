@@ -50,6 +50,9 @@ TRANSITION_FACTS: dict[str, FactKind] = {
     "acknowledge": FactKind.ACKNOWLEDGED,
     "request_extension": FactKind.EXTENSION_REQUESTED,
     "return": FactKind.RETURNED,
+    # the coordinator taking a report back into screening stops the agency's clocks as a
+    # return does (intake: a reason is required when an agency holds it)
+    "rescreen": FactKind.RETURNED,
     "pause_for_reporter": FactKind.PAUSED,
     "resume": FactKind.RESUMED,
     "approve_extension": FactKind.EXTENDED,
