@@ -47,6 +47,8 @@ RECORD_BATCH = 200
 RECORD_GATHER_SECONDS = 0.005
 """How long the recorder waits after a first outcome for others to share its transaction."""
 GAUGE_SECONDS = 5.0
+CLAIM_SPACING_SECONDS = 0.005
+"""Least time between a short claim and the next one."""
 """Refresh of the pending gauge while claims keep finding work."""
 
 
@@ -223,6 +225,9 @@ class Dispatcher:
                 wait = await self.dispatch_once()
                 if wait > 0:
                     await self._wake.sleep(wait)
+                    # let the sends finishing and the deliveries arriving together wake one
+                    # claim, not one each: claims stay few however busy an endpoint is
+                    await asyncio.sleep(CLAIM_SPACING_SECONDS)
         finally:
             await self._drain()
             await self._listener.stop()
@@ -247,20 +252,24 @@ class Dispatcher:
                 )
                 for delivery in claimed:
                     self._start(delivery)
-                if claimed and time.monotonic() - self._gauge_at < GAUGE_SECONDS:
-                    return 0.0  # more may be due: claim again before asking when
-                saturated = [
-                    s for s, n in self._in_flight.items() if n >= self._per_subscription_limit
-                ]
-                pending, next_due_in = await repository.pending_stats(conn, excluding=saturated)
-                self._gauge_at = time.monotonic()
+                if len(claimed) == limit:
+                    return 0.0  # a full claim: more may be due at once
+                # A claim that came back short found everything due, or only endpoints whose
+                # slots are full: claiming again now would scan their backlog for nothing.
+                # A finishing send or a new delivery wakes the loop; a retry falling due is
+                # found within the poll interval, or sooner when the gauge query says so.
+                next_due_in: float | None = None
+                if time.monotonic() - self._gauge_at >= GAUGE_SECONDS:
+                    saturated = [
+                        s for s, n in self._in_flight.items() if n >= self._per_subscription_limit
+                    ]
+                    pending, next_due_in = await repository.pending_stats(conn, excluding=saturated)
+                    self._gauge_at = time.monotonic()
+                    PENDING.set(pending)
         except DATABASE_ERRORS as exc:
             logger.warning("dispatcher cannot reach the database: %r", exc)
             return self._poll_interval
-        PENDING.set(pending)
-        if claimed:
-            return 0.0
-        if next_due_in is None:
+        if claimed or next_due_in is None:
             return self._poll_interval
         return min(self._poll_interval, max(next_due_in, MIN_WAIT_SECONDS))
 

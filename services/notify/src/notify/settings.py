@@ -39,7 +39,7 @@ class NotifySettings(StaffTokenSettings):
     dispatcher_batch_size: int = Field(100, ge=1)
     max_in_flight: int = Field(64, ge=1)
     """Concurrent sends per dispatcher."""
-    max_in_flight_per_subscription: int = Field(4, ge=1)
+    max_in_flight_per_subscription: int = Field(8, ge=1)
     """Concurrent sends to one endpoint, so a slow endpoint cannot take every slot."""
     shutdown_grace_seconds: float = Field(5.0, ge=0)
     webhook_allow_private: bool = False
