@@ -3,7 +3,10 @@ parameters only, and an OpenAPI document that says what the handlers answer."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import date
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -93,3 +96,98 @@ def test_the_openapi_document_says_what_the_handlers_answer() -> None:
     thing_id = next(p for p in get["parameters"] if p["name"] == "thing_id")
     assert thing_id["schema"]["pattern"] == PARAMETER_PATTERN
     assert "HTTPValidationError" not in document["components"]["schemas"]
+
+
+# --- the four services' documents (built, not started: no I/O) ---------------------------
+
+SERVICE_KW: dict[str, Any] = {
+    "database_url": "postgresql://nobody@127.0.0.1:1/none",
+    "kafka_bootstrap": "127.0.0.1:1",
+}
+
+
+def intake_app(tmp_path: Path) -> FastAPI:
+    from intake.api import build_app
+    from intake.settings import IntakeSettings
+
+    settings = IntakeSettings(
+        **SERVICE_KW, jwt_dev_key_dir=tmp_path / "jwt", media_dir=tmp_path / "media"
+    )
+    return build_app(settings)
+
+
+def notify_app(tmp_path: Path) -> FastAPI:
+    from notify.api import build_app
+    from notify.settings import NotifySettings
+
+    settings = NotifySettings(
+        **SERVICE_KW,
+        jwt_dev_key_dir=tmp_path / "jwt",
+        vapid_key_file=tmp_path / "vapid.pem",
+        admin_token="unit-admin-token-0123456789",
+    )
+    return build_app(settings)
+
+
+def sla_app(_: Path) -> FastAPI:
+    from sla.api import build_app
+    from sla.settings import SlaSettings
+
+    return build_app(SlaSettings(**SERVICE_KW))
+
+
+@pytest.mark.parametrize(
+    ("build", "method", "path", "allow"),
+    [
+        (intake_app, "PUT", "/v1/admin/api-keys", "GET, POST"),
+        (notify_app, "PUT", f"/v1/subscriptions/{uuid.uuid4()}", "DELETE, GET"),
+        (sla_app, "POST", "/v1/calendar/overrides/2026-01-02", "DELETE, PUT"),
+    ],
+)
+async def test_a_405_of_a_service_allows_every_method_of_the_path(
+    tmp_path: Path, build: Any, method: str, path: str, allow: str
+) -> None:
+    transport = httpx.ASGITransport(app=build(tmp_path))
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        response = await client.request(method, path)
+
+    assert response.status_code == 405
+    assert response.headers["allow"] == allow
+
+
+def test_intake_documents_open311_formats_actions_and_media_strictly(tmp_path: Path) -> None:
+    document = intake_app(tmp_path).openapi()
+    services = document["paths"]["/open311/v2/services.{fmt}"]["get"]
+    fmt = next(p for p in services["parameters"] if p["name"] == "fmt")
+    schemas = document["components"]["schemas"]
+    media = document["paths"]["/v1/reports/{report_id}/media"]["post"]["requestBody"]
+    media_schema = schemas[media["content"]["multipart/form-data"]["schema"]["$ref"].split("/")[-1]]
+    actions = document["paths"]["/v1/reports/{report_id}/actions"]["post"]["requestBody"]
+    mapping = actions["content"]["application/json"]["schema"]["discriminator"]["mapping"]
+    since = next(
+        p for p in document["paths"]["/v1/reports"]["get"]["parameters"] if p["name"] == "since"
+    )
+
+    assert fmt["schema"]["enum"] == ["xml", "json"]
+    for status in ("200", "4XX"):
+        assert {"application/json", "text/xml"} <= set(services["responses"][status]["content"])
+    assert "files" in media_schema["required"]
+    assert media_schema["properties"]["files"]["minItems"] == 1
+    for ref in mapping.values():
+        variant = schemas[ref.split("/")[-1]]
+        assert "type" in variant["required"]
+        assert "default" not in variant["properties"]["type"]
+    assert since["schema"]["anyOf"][0]["format"] == "date-time"
+    category = schemas["ReportIn"]["properties"]["category"]
+    assert category["minLength"] == 1
+    assert category["pattern"].startswith("^[A-Z]")
+
+
+def test_notify_and_sla_bodies_are_as_strict_as_their_validation(tmp_path: Path) -> None:
+    notify = notify_app(tmp_path).openapi()["components"]["schemas"]
+    sla = sla_app(tmp_path).openapi()["components"]["schemas"]
+
+    assert notify["SubscriptionIn"]["properties"]["secret"]["pattern"] == "^whsec_"
+    assert "enum" in notify["PreferencesIn"]["properties"]["kinds"]["propertyNames"]
+    category = sla["PolicyIn"]["properties"]["category"]["anyOf"][0]
+    assert category["pattern"].startswith("^[A-Za-z0-9_]+")

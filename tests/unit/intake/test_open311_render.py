@@ -16,7 +16,9 @@ from intake.open311 import (
     Node,
     Open311Error,
     Params,
+    catalogue_changeset,
     error_response,
+    group_names,
     open311_status,
     parse_datetime,
     parse_request_query,
@@ -193,8 +195,22 @@ def test_service_object_takes_the_group_name_from_the_seeded_description() -> No
         "group": "Hạ tầng",
     }
     other = {"code": "X", "group_code": "OTHER", "name_vi": "Khác", "description": ""}
-    assert service_object(other)["group"] == "OTHER"
+    assert service_object(other)["group"] == "Khác"  # a name, never the group's code
+    assert service_object(other, {"OTHER": "Lĩnh vực khác"})["group"] == "Lĩnh vực khác"
     assert service_object(other)["description"] == "Khác"
+
+
+def test_a_top_level_category_is_its_own_group_by_name() -> None:
+    top = {"code": "ENV", "group_code": "ENV", "name_vi": "Môi trường", "description": "Môi trường"}
+    assert service_object(top)["group"] == "Môi trường"
+    assert group_names([top]) == {"ENV": "Môi trường"}
+
+
+def test_the_changeset_is_a_datetime_that_grows_with_the_catalogue() -> None:
+    one = catalogue_changeset([{"version": 1}])
+    two = catalogue_changeset([{"version": 2}])
+    assert datetime.fromisoformat(one) < datetime.fromisoformat(two)
+    assert datetime.fromisoformat(one).utcoffset() is not None
 
 
 # --- status mapping and the request object -------------------------------------------------
@@ -401,3 +417,16 @@ def test_invalid_submission_is_400_naming_the_parameter(fields: dict[str, str], 
         submission_from(form(**fields), service_code="INFRA.ROAD", fallback_description="x")
     assert caught.value.status == 400
     assert any(text.startswith(named + ":") for _, text in caught.value.errors), caught.value.errors
+
+
+@pytest.mark.parametrize("start", ["9999-12-31T23:59:59+14:00", "9999-12-31T00:00:00Z"])
+def test_a_start_date_too_late_for_a_window_is_a_400_not_a_500(start: str) -> None:
+    with pytest.raises(Open311Error) as caught:
+        parse_request_query(Params([("start_date", start)]), now=NOW)
+    assert caught.value.status == 400
+
+
+def test_an_end_date_too_early_for_a_window_is_a_400_not_a_500() -> None:
+    with pytest.raises(Open311Error) as caught:
+        parse_request_query(Params([("end_date", "0001-01-01T00:00:00Z")]), now=NOW)
+    assert caught.value.status == 400

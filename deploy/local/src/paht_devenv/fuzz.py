@@ -62,6 +62,8 @@ class Plan:
     headers: Callable[[Any], dict[str, str]] = lambda _: {}
     known: Mapping[str, str] = field(default_factory=dict)
     steer: Mapping[str, Callable[[Any], Any]] = field(default_factory=dict)
+    """Per operation label, a function of its positive strategy giving another (known
+    catalogue codes, places inside the province) run in addition."""
     relaxed: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
     """Checks skipped per operation label, each with its reason in the caller's comment
     (a rule JSON Schema cannot state, such as a bound on the span of two parameters)."""
@@ -89,7 +91,7 @@ class Plan:
                     )
                 steer = self.steer.get(operation.label)
                 if steer is not None and mode is GenerationMode.POSITIVE:
-                    runs.append((f"{label} steered", strategy.map(steer)))
+                    runs.append((f"{label} steered", steer(strategy)))
         return runs
 
 

@@ -97,7 +97,7 @@ def document_problems(app: FastAPI) -> None:
                 if isinstance(operation, dict) and "responses" in operation:
                     _problem_content(operation["responses"])
                     _parameter_text_rule(operation.get("parameters", []))
-                    if "requestBody" in operation:
+                    if "requestBody" in operation and "4XX" not in operation["responses"]:
                         operation["responses"].setdefault("400", UNREADABLE_BODY_DOC)
         document.get("components", {}).get("schemas", {}).pop("HTTPValidationError", None)
         document.get("components", {}).get("schemas", {}).pop("ValidationError", None)
@@ -107,6 +107,10 @@ def document_problems(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+NUL_ONLY_PATTERN = r"^[^\x00]*$"
+"""An older, narrower rule some parameters declare; the boundary refuses more."""
+
+
 def _parameter_text_rule(parameters: list[dict[str, Any]]) -> None:
     from paht_common.boundary import PARAMETER_PATTERN
 
@@ -114,8 +118,11 @@ def _parameter_text_rule(parameters: list[dict[str, Any]]) -> None:
         if parameter.get("in") not in ("path", "query"):
             continue
         schema = parameter.get("schema", {})
-        for variant in [schema, *schema.get("anyOf", [])]:
-            if variant.get("type") == "string" and not {"pattern", "format", "enum"} & set(variant):
+        variants = [schema, *schema.get("anyOf", [])]
+        for variant in [*variants, *(v["items"] for v in variants if "items" in v)]:
+            if variant.get("type") != "string" or {"format", "enum", "const"} & set(variant):
+                continue
+            if variant.get("pattern", NUL_ONLY_PATTERN) == NUL_ONLY_PATTERN:
                 variant["pattern"] = PARAMETER_PATTERN
 
 

@@ -29,7 +29,7 @@ from fastapi import (
 )
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import FileResponse
-from pydantic import AwareDatetime, StringConstraints, ValidationError
+from pydantic import StringConstraints, ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from intake import media, repository
@@ -85,6 +85,7 @@ from intake.submit_api import (
     documentation,
     error_response,
 )
+from paht_common.boundary import Rfc3339DateTime
 from paht_common.clock import SystemClock, to_local_iso
 from paht_common.db import Conn
 from paht_common.docs import install_docs
@@ -93,6 +94,7 @@ from paht_common.http import DbConn, ops_router
 from paht_common.paging import decode_cursor, encode_cursor
 from paht_common.problems import (
     Problem,
+    document_problems,
     install_problem_handlers,
     problem_responses,
 )
@@ -605,8 +607,8 @@ def build_app(settings: IntakeSettings | None = None) -> IntakeApp:
         agency: Annotated[str | None, Query(max_length=100, pattern=NO_NUL)] = None,
         commune: Annotated[str | None, Query(pattern=r"^\d{5}$")] = None,
         overdue: bool | None = None,
-        since: AwareDatetime | None = None,
-        until: AwareDatetime | None = None,
+        since: Rfc3339DateTime | None = None,
+        until: Rfc3339DateTime | None = None,
         q: Annotated[str | None, Query(max_length=200, pattern=NO_NUL)] = None,
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
         cursor: Annotated[str | None, Query(max_length=500)] = None,
@@ -659,7 +661,10 @@ def build_app(settings: IntakeSettings | None = None) -> IntakeApp:
         report_id: uuid.UUID,
         caller: AppDep,
         conn: DbConn,
-        files: Annotated[list[UploadFile], File(description="photos or videos")],
+        files: Annotated[
+            list[UploadFile],
+            File(description="photos or videos", json_schema_extra={"minItems": 1}),
+        ],
     ) -> dict[str, Any]:
         """Attach photos/videos to a report the caller's app submitted (idempotent per file).
 
@@ -817,6 +822,7 @@ def build_app(settings: IntakeSettings | None = None) -> IntakeApp:
     app.include_router(open311_router(ctx, apps))
     app.include_router(admin_router(settings, keys.invalidate))
     _document_bodies(app, action_path="/v1/reports/{report_id}/actions")
+    document_problems(app)  # again: _document_bodies replaced app.openapi
     return app
 
 
@@ -839,6 +845,11 @@ def _document_bodies(app: FastAPI, *, action_path: str) -> None:
             components = schema["components"]["schemas"]
             body = ACTION_ADAPTER.json_schema(ref_template="#/components/schemas/{model}")
             components.update(body.pop("$defs", {}))
+            for ref in body.get("discriminator", {}).get("mapping", {}).values():
+                # the tag picks the action: required on the wire, whatever the model's default
+                variant = components[ref.rsplit("/", 1)[1]]
+                variant["required"] = sorted({*variant.get("required", []), "type"})
+                variant["properties"]["type"].pop("default", None)
             content = schema["paths"][action_path]["post"]["requestBody"]["content"]
             content["application/json"]["schema"] = body
             report = ReportIn.model_json_schema(ref_template="#/components/schemas/{model}")

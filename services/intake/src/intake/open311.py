@@ -25,10 +25,11 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Annotated, Any, TypeAlias
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Request, Response
+from fastapi import Path as FastApiPath
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from pydantic import ValidationError
@@ -61,7 +62,7 @@ XML_TYPE = "text/xml; charset=utf-8"
 JSON_TYPE = "application/json; charset=utf-8"
 FORMATS = ("xml", "json")
 # Last change of this facade's contract (paths, fields, service definitions); the discovery
-# changeset appends the catalogue revision so clients refresh cached service lists.
+# changeset adds the catalogue revision to it (catalogue_changeset).
 FACADE_CHANGESET = "2026-01-15T00:00:00+07:00"
 MAX_SPAN = timedelta(days=90)
 DEFAULT_PAGE_SIZE = 1000
@@ -265,10 +266,9 @@ def boundary_refusal(scope: Scope, field: str, message: str) -> Response:
 
 def format_of(fmt: str) -> str:
     """'xml' or 'json'; an unknown suffix is an unknown resource (404)."""
-    lowered = fmt.lower()
-    if lowered not in FORMATS:
+    if fmt not in FORMATS:
         raise not_found("format", f"'.{fmt}' is not served; use .xml or .json")
-    return lowered
+    return fmt
 
 
 def _format_for_errors(request: Request) -> str:
@@ -419,9 +419,15 @@ def parse_request_query(params: Params, *, now: datetime) -> RequestQuery:
         if end - start > MAX_SPAN:
             raise bad_request("start_date", "start_date to end_date may span at most 90 days")
     elif start is not None:
-        end = start + MAX_SPAN
+        try:
+            end = start + MAX_SPAN
+        except OverflowError:  # 9999-12-31: the window ends past the calendar (was a 500)
+            raise bad_request("start_date", "is too late for a 90-day window") from None
     elif end is not None:
-        start = end - MAX_SPAN
+        try:
+            start = end - MAX_SPAN
+        except OverflowError:
+            raise bad_request("end_date", "is too early for a 90-day window") from None
     elif updated_after is None:
         # the spec's default window; an incremental sync is bounded by updated_after instead
         start = now - MAX_SPAN
@@ -525,16 +531,44 @@ def request_object(row: Mapping[str, Any]) -> dict[str, Node]:
     }
 
 
-def group_name(category: Mapping[str, Any]) -> str:
-    """The group's Vietnamese name (seeded as "<group> – <name>"), else its code."""
-    description = str(category.get("description") or "")
-    suffix = f" – {category['name_vi']}"
+def _seeded_group(category: Mapping[str, Any]) -> str | None:
+    description, name = str(category.get("description") or ""), str(category["name_vi"])
+    suffix = f" – {name}"
     if description.endswith(suffix) and len(description) > len(suffix):
         return description[: -len(suffix)]
-    return str(category["group_code"])
+    if description == name:  # the seed describes a top-level category by its name alone
+        return name
+    return None
 
 
-def service_object(category: Mapping[str, Any]) -> dict[str, Node]:
+def group_names(categories: Iterable[Mapping[str, Any]]) -> dict[str, str]:
+    """Human-readable name of each group code: from a seeded "<group> – <name>" description
+    of any of its categories, else from the category coded as the group."""
+    names: dict[str, str] = {}
+    listed = list(categories)
+    for category in listed:
+        seeded = _seeded_group(category)
+        if seeded is not None:
+            names.setdefault(str(category["group_code"]), seeded)
+    for category in listed:
+        if category["code"] == category["group_code"]:
+            names.setdefault(str(category["group_code"]), str(category["name_vi"]))
+    return names
+
+
+def group_name(category: Mapping[str, Any], groups: Mapping[str, str] | None = None) -> str:
+    """The group's Vietnamese name (never a code): seeded, from ``groups`` (``group_names``
+    of the catalogue), else the category's own name."""
+    return (
+        _seeded_group(category)
+        or (groups or {}).get(str(category["group_code"]))
+        or str(category["name_vi"])
+    )
+
+
+def service_object(
+    category: Mapping[str, Any], groups: Mapping[str, str] | None = None
+) -> dict[str, Node]:
     """One category as an Open311 service (every service has a definition: metadata true)."""
     return {
         "service_code": category["code"],
@@ -543,7 +577,7 @@ def service_object(category: Mapping[str, Any]) -> dict[str, Node]:
         "metadata": True,
         "type": "batch",
         "keywords": category.get("keywords") or "",
-        "group": group_name(category),
+        "group": group_name(category, groups),
     }
 
 
@@ -603,9 +637,12 @@ def discovery_document(
 
 
 def catalogue_changeset(categories: Sequence[Mapping[str, Any]]) -> str:
-    """Sortable changeset: the facade's release, then a revision that grows with the catalogue."""
+    """The changeset as a datetime: the facade's release plus one second per catalogue
+    revision (each category's version, plus one per category), so it grows when the
+    catalogue changes and clients refresh cached service lists."""
     revision = sum(int(c.get("version") or 1) for c in categories) + len(categories)
-    return f"{FACADE_CHANGESET} r{revision:06d}"
+    released = datetime.fromisoformat(FACADE_CHANGESET)
+    return (released + timedelta(seconds=revision)).isoformat()
 
 
 # --- POST /requests ----------------------------------------------------------------------
@@ -788,12 +825,40 @@ async def _form(
 
 # Parameters are parsed by hand (so FastAPI never answers 422); these only document them.
 # "4XX" also keeps FastAPI from advertising a 422 these routes never send.
-_ERRORS_DOC: dict[int | str, dict[str, Any]] = {
-    "4XX": {
-        "description": "errors[] {code, description}: 404 unknown resource or format, "
-        "403 missing or invalid api_key (POST), 400 anything else"
-    }
+_ERROR_LIST: dict[str, Any] = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "required": ["code", "description"],
+        "properties": {"code": {"type": "string"}, "description": {"type": "string"}},
+    },
 }
+_ERRORS_DOC: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "the document in the format of the path's suffix",
+        "content": {
+            "application/json": {},
+            "text/xml": {"schema": {"type": "string", "description": "GeoReport v2 XML"}},
+        },
+    },
+    "4XX": {
+        "description": "errors[] {code, description} in the format of the path's suffix: 404 "
+        "unknown resource or format, 403 missing or invalid api_key (POST), 429 rate limited, "
+        "405 another method (Allow), 400 anything else",
+        "content": {
+            "application/json": {"schema": _ERROR_LIST},
+            "text/xml": {"schema": {"type": "string", "description": "<errors><error>…"}},
+        },
+    },
+}
+Fmt = Annotated[
+    str,
+    FastApiPath(
+        description="response format: json or xml (text/xml)",
+        json_schema_extra={"enum": list(FORMATS)},
+    ),
+]
+"""The ``{fmt}`` suffix: documented as an enum; anything else is a 404 errors[] (format_of)."""
 _POST_FIELDS: dict[str, Any] = {
     "type": "object",
     "required": ["api_key", "service_code"],
@@ -875,7 +940,7 @@ def open311_router(ctx: IntakeContext, apps: AppAuthenticator) -> APIRouter:
         return params
 
     @router.get("/discovery.{fmt}", responses=_ERRORS_DOC)
-    async def discovery(fmt: str, request: Request, conn: DbConn) -> Response:
+    async def discovery(fmt: Fmt, request: Request, conn: DbConn) -> Response:
         """Service Discovery: this endpoint, its formats and how to get an api_key."""
         fmt = format_of(fmt)
         query_params(request)
@@ -890,15 +955,16 @@ def open311_router(ctx: IntakeContext, apps: AppAuthenticator) -> APIRouter:
         return render(fmt, "discovery", document)
 
     @router.get("/services.{fmt}", responses=_ERRORS_DOC)
-    async def services(fmt: str, request: Request, conn: DbConn) -> Response:
+    async def services(fmt: Fmt, request: Request, conn: DbConn) -> Response:
         """The category catalogue as Open311 services."""
         fmt = format_of(fmt)
         query_params(request)
         catalogue = await repository.categories(conn)
-        return render(fmt, "services", [service_object(c) for c in catalogue])
+        groups = group_names(catalogue)
+        return render(fmt, "services", [service_object(c, groups) for c in catalogue])
 
     @router.get("/services/{service_code}.{fmt}", responses=_ERRORS_DOC)
-    async def definition(service_code: str, fmt: str, request: Request, conn: DbConn) -> Response:
+    async def definition(service_code: str, fmt: Fmt, request: Request, conn: DbConn) -> Response:
         """The attributes a service accepts."""
         fmt = format_of(fmt)
         query_params(request)
@@ -907,7 +973,7 @@ def open311_router(ctx: IntakeContext, apps: AppAuthenticator) -> APIRouter:
         return render(fmt, "service_definition", service_definition(service_code))
 
     @router.post("/requests.{fmt}", responses=_ERRORS_DOC, openapi_extra=_POST_DOC)
-    async def create_request(fmt: str, request: Request, conn: DbConn) -> Response:
+    async def create_request(fmt: Fmt, request: Request, conn: DbConn) -> Response:
         """Accept a report (type batch): answers a token, never the request id."""
         fmt = format_of(fmt)
         params, files = await _form(
@@ -985,7 +1051,7 @@ def open311_router(ctx: IntakeContext, apps: AppAuthenticator) -> APIRouter:
         return caller.app_id
 
     @router.get("/tokens/{token}.{fmt}", responses=_ERRORS_DOC)
-    async def token_lookup(token: str, fmt: str, request: Request, conn: DbConn) -> Response:
+    async def token_lookup(token: str, fmt: Fmt, request: Request, conn: DbConn) -> Response:
         """The request id a token stands for."""
         fmt = format_of(fmt)
         query_params(request)
@@ -996,7 +1062,7 @@ def open311_router(ctx: IntakeContext, apps: AppAuthenticator) -> APIRouter:
         return render(fmt, "service_requests", answer)
 
     @router.get("/requests.{fmt}", responses=_ERRORS_DOC, openapi_extra=_LIST_DOC)
-    async def list_requests(fmt: str, request: Request, conn: DbConn) -> Response:
+    async def list_requests(fmt: Fmt, request: Request, conn: DbConn) -> Response:
         """Requests by id, or filtered by service, status and dates (newest first, paged)."""
         fmt = format_of(fmt)
         params = query_params(request)
@@ -1006,7 +1072,7 @@ def open311_router(ctx: IntakeContext, apps: AppAuthenticator) -> APIRouter:
 
     @router.get("/requests/{service_request_id}.{fmt}", responses=_ERRORS_DOC)
     async def one_request(
-        service_request_id: str, fmt: str, request: Request, conn: DbConn
+        service_request_id: str, fmt: Fmt, request: Request, conn: DbConn
     ) -> Response:
         """One request, by UUID or by number, as a one-element list."""
         fmt = format_of(fmt)

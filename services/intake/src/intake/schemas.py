@@ -88,7 +88,15 @@ class ReportIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    category: Annotated[str, Field(max_length=100, description="service_code of a category")]
+    category: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=100,
+            pattern=_CODE_RE.pattern,
+            description="service_code of a category",
+        ),
+    ]
     description: Annotated[str, Field(max_length=20_000)]
     location: Location
     reporter: Reporter = Field(default_factory=Reporter)
