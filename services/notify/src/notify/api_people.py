@@ -19,13 +19,14 @@ from paht_common.http import DbConn
 from paht_common.problems import Problem
 
 PERSONAL_CHANNELS = ("web_push", "email")
+BASE64URL = r"^[A-Za-z0-9_-]+={0,2}$"
 
 
 class PushKeys(BaseModel):
     """``keys`` of a browser's ``PushSubscription.toJSON()``."""
 
-    p256dh: str = Field(min_length=1, max_length=200)
-    auth: str = Field(min_length=1, max_length=100)
+    p256dh: str = Field(min_length=1, max_length=200, pattern=BASE64URL)
+    auth: str = Field(min_length=1, max_length=100, pattern=BASE64URL)
 
 
 class PushSubscriptionIn(BaseModel):
@@ -83,7 +84,9 @@ class PreferencesIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     quiet_hours: bool = False
-    kinds: dict[str, ChannelChoice] = Field(default_factory=dict)
+    kinds: dict[str, ChannelChoice] = Field(
+        default_factory=dict, json_schema_extra={"propertyNames": {"enum": list(PERSONAL_KINDS)}}
+    )
 
     @field_validator("kinds")
     @classmethod
