@@ -42,6 +42,8 @@ async def client() -> httpx.AsyncClient:
         ("/v1/things/x%0A", "path"),
         ("/v1/things/x?q=%FF%FE", "query"),
         ("/v1/things/x?%00=1", "query"),
+        ("/v1/things/%FF%FE", "path"),
+        ("/v1/things/%ED%A0%80", "path"),
     ],
 )
 async def test_urls_breaking_the_text_rule_are_422_naming_the_field(
@@ -82,3 +84,12 @@ def test_parameters_refuse_every_control_and_lone_surrogates() -> None:
 
 def test_a_url_without_query_or_escapes_is_fine() -> None:
     assert url_problem({"type": "http", "path": "/v1/x", "raw_path": b"/v1/x"}) is None
+
+
+async def test_an_escaped_replacement_character_is_text_not_invalid_utf8(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.get("/v1/things/a%EF%BF%BDb")
+
+    assert response.status_code == 200, response.text
+    assert response.json()["name"] == "a\ufffdb"

@@ -162,6 +162,14 @@ TEXT_VALUES: tuple[str, ...] = (
     "%",
 )
 """Path segment and query values, already percent-encoded where they need it."""
+RANGES: tuple[tuple[str, str], ...] = (
+    ("0001-01-01", "9999-12-31"),
+    ("0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z"),
+    ("9999-12-31T23:59:59Z", "0001-01-01T00:00:00Z"),
+    ("-9223372036854775809", "9223372036854775808"),
+    ("0", "1e400"),
+)
+"""(low, high) pairs set at once on the first and second half of an operation's query."""
 
 DEEP = 50_000
 BODIES: tuple[bytes, ...] = (
@@ -298,6 +306,18 @@ async def attack(
                         f"{target.method} {target.path} query {name}={value[:40]}",
                         target.method,
                         url,
+                    )
+            if len(target.query_params) > 1:  # absurd ranges: every parameter at an extreme
+                for low, high in RANGES:
+                    half = len(target.query_params) // 2
+                    query = "&".join(
+                        f"{name}={low if i < half else high}"
+                        for i, name in enumerate(target.query_params)
+                    )
+                    await send(
+                        f"{target.method} {target.path} range {low}..{high}",
+                        target.method,
+                        f"{target.url(defaults)}?{query}",
                     )
             for name in {*target.header_params, "Idempotency-Key", "X-Unknown"}:
                 for raw in HEADER_VALUES:

@@ -12,7 +12,7 @@ import re
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import date
 from typing import Annotated, Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote_to_bytes
 
 from pydantic import AwareDatetime, BeforeValidator
 from starlette.responses import Response
@@ -84,8 +84,13 @@ def parameter_problem(value: str) -> str | None:
 def url_problem(scope: Scope) -> tuple[str, str] | None:
     """(field, message) of the first thing wrong with a request's path or query, or None."""
     path = str(scope.get("path", ""))
-    if "\ufffd" in path and b"%" in scope.get("raw_path", b""):
-        return "path", "is not valid UTF-8 after percent-decoding"
+    raw_path: bytes = scope.get("raw_path") or b""
+    if "\ufffd" in path and b"%" in raw_path:
+        # U+FFFD is what the server put for bytes that are not UTF-8, or the client's own
+        try:
+            unquote_to_bytes(raw_path).decode("utf-8")
+        except UnicodeDecodeError:
+            return "path", "is not valid UTF-8 after percent-decoding"
     reason = parameter_problem(path)
     if reason is not None:
         return "path", reason
