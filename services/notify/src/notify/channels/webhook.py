@@ -107,8 +107,8 @@ class WebhookChannel:
                 limit.reschedule(None)  # answered: reading the body never makes it a retry
                 await drain(response)
             else:
-                excerpt = await _excerpt(response)
-                error = f"HTTP {response.status_code}" + (f": {excerpt}" if excerpt else "")
+                body = await excerpt(response)
+                error = f"HTTP {response.status_code}" + (f": {body}" if body else "")
         return AttemptResult(
             verdict, status_code=response.status_code, retry_after=retry_after, error=error
         )
@@ -132,7 +132,7 @@ async def drain(response: httpx.Response) -> None:
         pass
 
 
-async def _excerpt(response: httpx.Response) -> str:
+async def excerpt(response: httpx.Response) -> str:
     """Start of an error response's body for last_error; reading it never changes the verdict."""
     chunk = b""
     try:

@@ -10,7 +10,7 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from notify.channels.egress import TargetRefused
-from notify.channels.webhook import drain
+from notify.channels.webhook import drain, excerpt
 from notify.domain import (
     WEB_PUSH,
     AttemptResult,
@@ -174,8 +174,8 @@ class WebPushChannel:
                 limit.reschedule(None)  # accepted: reading the body never makes it a retry
                 await drain(response)  # keeps the connection for the next message
             else:
-                excerpt = await _excerpt(response)
-                error = f"HTTP {code} ({_meaning(code)})" + (f": {excerpt}" if excerpt else "")
+                body = await excerpt(response)
+                error = f"HTTP {code} ({_meaning(code)})" + (f": {body}" if body else "")
         return AttemptResult(verdict, status_code=code, retry_after=retry_after, error=error)
 
 
@@ -191,16 +191,3 @@ def _meaning(status_code: int) -> str:
     if status_code in meanings:
         return meanings[status_code]
     return "push service error" if status_code >= 500 else "unexpected answer"
-
-
-async def _excerpt(response: httpx.Response) -> str:
-    """Start of an error response's body for last_error; reading it never changes the verdict."""
-    chunk = b""
-    try:
-        async for part in response.aiter_raw():
-            chunk += part
-            if len(chunk) >= ERROR_EXCERPT_BYTES:
-                break
-    except httpx.HTTPError:
-        pass
-    return chunk[:ERROR_EXCERPT_BYTES].decode("utf-8", errors="replace").strip()
