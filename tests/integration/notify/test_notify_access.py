@@ -388,3 +388,19 @@ async def test_officers_cannot_retry_deliveries(api: httpx.AsyncClient, tokens: 
     )
 
     assert_problem(response, 404)  # unknown first; the 403 case is in the fan-out tests
+
+
+async def test_a_browser_signed_in_by_another_officer_moves_to_them(
+    api: httpx.AsyncClient, tokens: Tokens
+) -> None:
+    first = tokens.header("officer", "ubnd-07627", sub=random_id("u-"))
+    second = tokens.header("officer", "ubnd-07627", sub=random_id("u-"))
+    browser = browser_subscription()
+
+    old = await api.post("/v1/push-subscriptions", json=browser, headers=first)
+    new = await api.post("/v1/push-subscriptions", json=browser, headers=second)
+    old_now = await api.get(f"/v1/subscriptions/{old.json()['id']}", headers=first)
+
+    assert new.status_code == 201
+    assert new.json()["id"] != old.json()["id"]
+    assert old_now.json()["active"] is False

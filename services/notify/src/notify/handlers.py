@@ -249,33 +249,21 @@ async def subscribe_push(
     async with conn.transaction():
         await directory.remember_staff(conn, member)
         current = await repository.active_push_at(conn, endpoint=endpoint)
+        unchanged = False
         if current is not None:
-            same = (current["user_id"], current["p256dh"], current["auth_secret"]) == (
-                member.subject,
-                p256dh,
-                auth,
-            )
-            if same:
-                current.pop("p256dh")
-                current.pop("auth_secret")
-                return current, False
-            await repository.deactivate_subscription(
-                conn, subscription_id=current["id"], reason="replaced by a new subscription"
-            )
-        created = await repository.insert_subscription(
+            keys = (current.pop("p256dh"), current.pop("auth_secret"))  # never returned
+            unchanged = (current["user_id"], *keys) == (member.subject, p256dh, auth)
+        return await _personal_subscription(
             conn,
-            subscription_id=uuid.uuid4(),
-            owner_kind="user",
-            agency_id=member.agency_id,
-            user_id=member.subject,
+            member=member,
+            current=current,
+            unchanged=unchanged,
+            reason="replaced by a new subscription of this browser",
             channel=WEB_PUSH,
             url=endpoint,
             p256dh=p256dh,
             auth_secret=auth,
-            created_by=member.subject,
         )
-    logger.info("push subscription %s created for %s", created["id"], member.subject)
-    return created, True
 
 
 async def subscribe_email(
@@ -285,23 +273,44 @@ async def subscribe_email(
     async with conn.transaction():
         await directory.remember_staff(conn, member)
         current = await repository.active_email_of(conn, user_id=member.subject)
-        if current is not None:
-            if current["email"] == address:
-                return current, False
-            await repository.deactivate_subscription(
-                conn, subscription_id=current["id"], reason="replaced by another address"
-            )
-        created = await repository.insert_subscription(
+        return await _personal_subscription(
             conn,
-            subscription_id=uuid.uuid4(),
-            owner_kind="user",
-            agency_id=member.agency_id,
-            user_id=member.subject,
+            member=member,
+            current=current,
+            unchanged=current is not None and current["email"] == address,
+            reason="replaced by another address",
             channel=EMAIL,
             email=address,
-            created_by=member.subject,
         )
-    logger.info("email subscription %s created for %s", created["id"], member.subject)
+
+
+async def _personal_subscription(
+    conn: Conn,
+    *,
+    member: Staff,
+    current: dict[str, Any] | None,
+    unchanged: bool,
+    reason: str,
+    channel: str,
+    **target: str,
+) -> tuple[dict[str, Any], bool]:
+    """Keep ``current`` when unchanged, else replace it with a new subscription of ``member``;
+    call inside a transaction. Returns (subscription, created)."""
+    if current is not None:
+        if unchanged:
+            return current, False
+        await repository.deactivate_subscription(conn, subscription_id=current["id"], reason=reason)
+    created = await repository.insert_subscription(
+        conn,
+        subscription_id=uuid.uuid4(),
+        owner_kind="user",
+        agency_id=member.agency_id,
+        user_id=member.subject,
+        channel=channel,
+        created_by=member.subject,
+        **target,
+    )
+    logger.info("%s subscription %s created for %s", channel, created["id"], member.subject)
     return created, True
 
 
