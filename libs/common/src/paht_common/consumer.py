@@ -20,7 +20,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Literal
+from typing import Literal
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -30,7 +30,7 @@ from paht_common.clock import utcnow
 from paht_common.db import Conn
 from paht_common.events import Envelope, Payload
 from paht_common.inbox import claim, claim_many
-from paht_common.kafka import RawRecord, UndecodableRecord, decode
+from paht_common.kafka import RawRecord, UndecodableRecord, decode, raw_record
 from paht_common.logging import bind_event
 from paht_common.metrics import (
     CONSUMED,
@@ -217,18 +217,6 @@ def producer_dead_letters(producer: AIOKafkaProducer) -> DeadLetterSink:
     return sink
 
 
-def raw_of(message: Any) -> RawRecord:
-    """RawRecord from an aiokafka ConsumerRecord."""
-    return RawRecord(
-        topic=message.topic,
-        partition=message.partition,
-        offset=message.offset,
-        key=message.key,
-        value=message.value,
-        headers=tuple(message.headers or ()),
-    )
-
-
 async def run_consumer(
     consumer: AIOKafkaConsumer,
     processor: EventProcessor,
@@ -246,7 +234,7 @@ async def run_consumer(
             continue
         await asyncio.gather(
             *(
-                _consume_partition(consumer, processor, tp, [raw_of(m) for m in messages])
+                _consume_partition(consumer, processor, tp, [raw_record(m) for m in messages])
                 for tp, messages in batches.items()
             )
         )

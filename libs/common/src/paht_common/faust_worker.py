@@ -21,7 +21,7 @@ from faust.streams import Stream
 from faust.types import StreamT
 
 from paht_common.consumer import INFRASTRUCTURE_ERRORS, EventProcessor
-from paht_common.kafka import RawRecord
+from paht_common.kafka import RawRecord, raw_record
 from paht_common.settings import BaseServiceSettings
 
 logger = logging.getLogger(__name__)
@@ -29,21 +29,6 @@ logger = logging.getLogger(__name__)
 BATCH_MAX = 500
 BATCH_WITHIN = 0.02
 """Seconds an agent waits for a batch to fill: the latency it may add to one hop."""
-
-
-def raw_record(message: Any) -> RawRecord:
-    """RawRecord from a faust Message (headers may be a list or a mapping)."""
-    headers = message.headers or ()
-    if isinstance(headers, dict):
-        headers = list(headers.items())
-    return RawRecord(
-        topic=message.topic,
-        partition=message.partition,
-        offset=message.offset,
-        key=message.key,
-        value=message.value,
-        headers=tuple(headers),
-    )
 
 
 def _datadir(app_id: str, settings: BaseServiceSettings) -> str:

@@ -150,3 +150,19 @@ def make_consumer(
         heartbeat_interval_ms=heartbeat_interval_ms,
         fetch_max_wait_ms=fetch_max_wait_ms,
     )
+
+
+def raw_record(message: Any) -> RawRecord:
+    """RawRecord from an aiokafka ConsumerRecord or a faust Message (headers a list or a
+    mapping)."""
+    headers = message.headers or ()
+    if isinstance(headers, dict):
+        headers = list(headers.items())
+    return RawRecord(
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        key=message.key,
+        value=message.value,
+        headers=tuple(headers),
+    )
